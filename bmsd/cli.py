@@ -1,0 +1,206 @@
+"""Command line: ``bmsd run | check-config | replay | sim``.
+
+Every command that reads a config accepts ``--set section.key=value`` (repeatable); the
+override is validated exactly like the file. Exit codes: 0 success, 1 runtime failure,
+2 invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bmsd.config import Config, load_config
+from bmsd.errors import BmsdError, ConfigError
+from bmsd.system.logs import configure_logging
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("bmsd")
+
+
+def _add_config_args(parser: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    if positional:
+        parser.add_argument("config", type=Path, help="configuration file (TOML)")
+    else:
+        parser.add_argument(
+            "--config", "-c", type=Path, required=True, help="configuration file (TOML)"
+        )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set control.tick_s=0.05 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bmsd", description="Battery management daemon")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon")
+    _add_config_args(run)
+
+    check = commands.add_parser("check-config", help="validate a config and summarise the pack")
+    _add_config_args(check, positional=True)
+
+    replay = commands.add_parser("replay", help="replay a recorded CAN log through the pipeline")
+    _add_config_args(replay)
+    replay.add_argument("log", type=Path, help="CAN log (.asc, .blf, .log, .trc, .csv)")
+    replay.add_argument("--output", "-o", type=Path, help="JSON lines output (default: stdout)")
+    replay.add_argument("--every", type=int, default=1, help="write every Nth state (default 1)")
+
+    sim = commands.add_parser("sim", help="run the simulated pack alone on the configured bus")
+    _add_config_args(sim)
+    return parser
+
+
+def _load(path: Path, overrides: Sequence[str]) -> Config:
+    return load_config(path, tuple(overrides))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config, args.overrides)
+    # Deep checks: the protocol file and DBCs, the cell file, the frame-id table.
+    from bmsd.canbus.codec import FrameDecoder
+    from bmsd.canbus.protocol import load_protocol
+    from bmsd.model.cell import CellModel
+    from bmsd.model.topology import Topology
+
+    topology = Topology.from_config(config.pack)
+    protocol = load_protocol(config.path(config.acquisition.protocol))
+    decoder = FrameDecoder(protocol, topology)
+    cell = CellModel.load(config.path(config.pack.cell_file))
+    print(
+        summarise(
+            config,
+            topology,
+            cell.info.nominal_voltage_v,
+            cell.info.capacity_ah,
+            decoder.message_names,
+        )
+    )
+    return EXIT_OK
+
+
+def summarise(
+    config: Config,
+    topology: object,
+    nominal_cell_v: float,
+    file_capacity_ah: float,
+    messages: Sequence[str],
+) -> str:
+    """The one-screen pack summary printed by ``check-config``."""
+    from bmsd.model.topology import Topology
+
+    assert isinstance(topology, Topology)
+    pack = config.pack
+    capacity_ah = (pack.cell_capacity_ah or file_capacity_ah) * pack.cells_in_parallel
+    nominal_v = nominal_cell_v * topology.cells_per_string
+    energy_kwh = nominal_v * capacity_ah * pack.strings / 1000
+    levels_h, levels_l = config.protection.cell_voltage_high_v, config.protection.cell_voltage_low_v
+    lines = [
+        "configuration OK",
+        f"  pack       {pack.chemistry}, {pack.strings} string(s) x {pack.modules_per_string} "
+        f"modules x {pack.cells_per_module} cells in series, {pack.cells_in_parallel}p",
+        f"             {topology.cell_count} cell groups, "
+        f"{topology.temp_count} temperature sensors",
+        f"             nominal {nominal_v:.1f} V, {capacity_ah * pack.strings:.0f} Ah, "
+        f"{energy_kwh:.1f} kWh",
+        f"  cell file  {config.path(pack.cell_file)}",
+        f"  node ids   {', '.join(str(n) for n in pack.module_node_ids)}",
+        f"  protocol   {config.path(config.acquisition.protocol)} ({len(messages)} messages: "
+        f"{', '.join(messages)})",
+    ]
+    for name, bus in config.can.items():
+        record = f", recording to {config.path(bus.record)}" if bus.record else ""
+        role = " (slaves)" if name == config.acquisition.bus else ""
+        lines.append(
+            f"  bus {name:<7}{bus.interface} {bus.channel} @ {bus.bitrate} bit/s{role}{record}"
+        )
+    lines += [
+        f"  cell V     over {levels_h.info}/{levels_h.warning}/{levels_h.fatal} V, "
+        f"under {levels_l.info}/{levels_l.warning}/{levels_l.fatal} V (info/warning/fatal)",
+        f"  timeouts   modules {config.acquisition.module_timeout_s} s, "
+        f"current sensor {config.acquisition.current_sensor_timeout_s} s",
+        f"  tick       {config.control.tick_s * 1000:.0f} ms",
+        f"  state      {config.path(config.state.directory)}",
+        f"  simulator  {'on, bus ' + config.sim.bus if config.sim.enabled else 'off'}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config, args.overrides)
+    configure_logging(config.logging.level, config.logging.format)
+    from bmsd.app import Daemon
+
+    config_dir = config.path(config.state.directory)
+    config_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(Daemon(config).run())
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    config = _load(args.config, args.overrides)
+    configure_logging("warning", "text")
+    from bmsd.replay import replay_log
+
+    if args.every < 1:
+        raise BmsdError("--every must be at least 1")
+    if args.output is None:
+        result = replay_log(config, args.log, sys.stdout, every=args.every)
+    else:
+        with args.output.open("w", encoding="utf-8") as out:
+            result = replay_log(config, args.log, out, every=args.every)
+    print(
+        f"replayed {result.frames} frames in {result.ticks} ticks "
+        f"({result.stats.unknown_frames} unknown, {result.stats.decode_errors} undecodable)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    config = _load(args.config, args.overrides)
+    configure_logging(config.logging.level, config.logging.format)
+    from bmsd.sim.process import run_standalone_simulator
+
+    asyncio.run(run_standalone_simulator(config))
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check-config": cmd_check_config,
+    "replay": cmd_replay,
+    "sim": cmd_sim,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"bmsd: invalid configuration ({len(exc.issues)} problem(s)):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BmsdError as exc:
+        print(f"bmsd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

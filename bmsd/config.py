@@ -1,0 +1,410 @@
+"""The daemon's configuration: one TOML file parsed into frozen, validated dataclasses.
+
+Relative paths in a config file are relative to the directory of that file. Every problem is
+reported at once with file, dotted key and reason (see :mod:`bmsd.schema`). Command-line
+overrides (``--set section.key=value``) are applied to the raw TOML before validation, so they
+are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bmsd.errors import ConfigError, ConfigIssue
+from bmsd.schema import doc, doc_factory, parse, parse_override, read_toml, set_dotted
+
+Chemistry = Literal["LFP", "NMC"]
+
+
+@dataclass(frozen=True, slots=True)
+class PackConfig:
+    """Pack topology: strings of modules of series cells, and the cells' chemistry."""
+
+    chemistry: Chemistry = doc("Cell chemistry; selects defaults and estimator behaviour")
+    cell_file: str = doc("Cell parameter file (OCV, resistance, thermal), see docs/cells.md")
+    modules_per_string: int = doc("Slave modules in series in each string")
+    cells_per_module: int = doc("Series cells (cell groups) measured by each module")
+    temps_per_module: int = doc("Temperature sensors read by each module")
+    module_node_ids: tuple[int, ...] = doc(
+        "CAN node id of each module, string by string, in series order from the negative end"
+    )
+    strings: int = doc("Parallel strings in the pack", default=1)
+    cells_in_parallel: int = doc("Cells in parallel in each cell group", default=1)
+    cell_capacity_ah: float = doc(
+        "Nominal capacity of one cell; 0 takes it from the cell file", unit="Ah", default=0.0
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        for key in ("strings", "modules_per_string", "cells_per_module", "cells_in_parallel"):
+            if getattr(self, key) < 1:
+                problems.append((key, "must be at least 1"))
+        if not 0 <= self.temps_per_module <= 64:
+            problems.append(("temps_per_module", "must be between 0 and 64"))
+        if not 1 <= self.cells_per_module <= 255:
+            problems.append(("cells_per_module", "must be between 1 and 255"))
+        if self.cell_capacity_ah < 0:
+            problems.append(("cell_capacity_ah", "must not be negative"))
+        expected = self.strings * self.modules_per_string
+        if len(self.module_node_ids) != expected:
+            problems.append(
+                (
+                    "module_node_ids",
+                    f"has {len(self.module_node_ids)} ids but the pack has {expected} modules "
+                    f"({self.strings} strings x {self.modules_per_string} modules)",
+                )
+            )
+        seen: set[int] = set()
+        for index, node_id in enumerate(self.module_node_ids):
+            if not 0 <= node_id <= 255:
+                problems.append((f"module_node_ids[{index}]", "must be between 0 and 255"))
+            if node_id in seen:
+                problems.append((f"module_node_ids[{index}]", f"node id {node_id} used twice"))
+            seen.add(node_id)
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """One CAN bus, opened through python-can's ``can.Bus(interface=..., channel=...)``."""
+
+    interface: str = doc("python-can interface: socketcan, virtual, serial, pcan, kvaser, ...")
+    channel: str = doc("Channel of that interface, e.g. can0, a virtual bus name, /dev/ttyUSB0")
+    bitrate: int = doc("Bit rate", unit="bit/s", default=500_000)
+    record: str = doc(
+        "Record every frame of this bus to this file (.asc, .blf, .log, .trc, .csv); empty: off",
+        default="",
+    )
+    receive_own_messages: bool = doc("Also receive frames this process sends", default=False)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if not self.interface:
+            problems.append(("interface", "must not be empty"))
+        if not 10_000 <= self.bitrate <= 8_000_000:
+            problems.append(("bitrate", "must be between 10000 and 8000000"))
+        if self.record and Path(self.record).suffix.lower() not in RECORD_SUFFIXES:
+            problems.append(
+                ("record", f"unsupported log format; use one of {', '.join(RECORD_SUFFIXES)}")
+            )
+        return problems
+
+
+RECORD_SUFFIXES = (".asc", ".blf", ".log", ".trc", ".csv")
+
+
+@dataclass(frozen=True, slots=True)
+class AcquisitionConfig:
+    """How readings are acquired and when they stop being trusted."""
+
+    bus: str = doc("Name of the bus (a key of [can]) the slaves and current sensor are on")
+    protocol: str = doc("Slave protocol file: DBC files and message-to-reading mapping")
+    module_timeout_s: float = doc(
+        "A module's readings are stale after this long without a frame", unit="s", default=1.0
+    )
+    current_sensor_timeout_s: float = doc(
+        "Pack current and voltage are stale after this long", unit="s", default=0.5
+    )
+    switchbox_timeout_s: float = doc(
+        "Contactor feedback is stale after this long", unit="s", default=0.5
+    )
+    cell_voltage_range_v: tuple[float, float] = doc(
+        "Physically possible cell voltage; outside it a reading is invalid",
+        unit="V",
+        default=(0.5, 5.0),
+    )
+    temp_range_c: tuple[float, float] = doc(
+        "Physically possible temperature; outside it a reading is invalid",
+        unit="°C",
+        default=(-40.0, 125.0),
+    )
+    current_range_a: tuple[float, float] = doc(
+        "Measuring range of the current sensor; outside it the reading is invalid",
+        unit="A",
+        default=(-2000.0, 2000.0),
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        for key in ("module_timeout_s", "current_sensor_timeout_s", "switchbox_timeout_s"):
+            if getattr(self, key) <= 0:
+                problems.append((key, "must be positive"))
+        for key in ("cell_voltage_range_v", "temp_range_c", "current_range_a"):
+            low, high = getattr(self, key)
+            if low >= high:
+                problems.append((key, f"lower bound {low} must be below upper bound {high}"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class LevelsHigh:
+    """Three limits on a quantity that must stay low: info < warning < fatal."""
+
+    info: float = doc("Maximum operating limit: reported")
+    warning: float = doc("Recommended safety limit: warning, current derated")
+    fatal: float = doc("Maximum safety limit: stop, open contactors, latch")
+
+    def check(self) -> list[tuple[str, str]]:
+        if not self.info < self.warning < self.fatal:
+            return [("", "levels must rise: info < warning < fatal")]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class LevelsLow:
+    """Three limits on a quantity that must stay high: info > warning > fatal."""
+
+    info: float = doc("Minimum operating limit: reported")
+    warning: float = doc("Recommended safety limit: warning, current derated")
+    fatal: float = doc("Minimum safety limit: stop, open contactors, latch")
+
+    def check(self) -> list[tuple[str, str]]:
+        if not self.info > self.warning > self.fatal:
+            return [("", "levels must fall: info > warning > fatal")]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionConfig:
+    """Safe operating area of the cells (three levels per limit, see docs/safety.md)."""
+
+    cell_voltage_high_v: LevelsHigh = doc("Cell over-voltage levels", unit="V")
+    cell_voltage_low_v: LevelsLow = doc("Cell under-voltage levels", unit="V")
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.cell_voltage_low_v.info >= self.cell_voltage_high_v.info:
+            return [
+                (
+                    "cell_voltage_high_v",
+                    "over-voltage limits must lie above the under-voltage limits "
+                    f"({self.cell_voltage_high_v.info} V <= {self.cell_voltage_low_v.info} V)",
+                )
+            ]
+        if self.cell_voltage_low_v.fatal >= self.cell_voltage_high_v.fatal:
+            return [("cell_voltage_high_v.fatal", "must lie above cell_voltage_low_v.fatal")]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """The control loop."""
+
+    tick_s: float = doc("Control tick period (10 ms to 10 s)", unit="s", default=0.1)
+    summary_log_interval_s: float = doc(
+        "Log a one-line pack summary this often; 0: never", unit="s", default=5.0
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if not 0.01 <= self.tick_s <= 10.0:
+            problems.append(("tick_s", "must be between 0.01 and 10"))
+        if self.summary_log_interval_s < 0:
+            problems.append(("summary_log_interval_s", "must not be negative"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where persistent state (latched faults, estimates, fault journal) lives."""
+
+    directory: str = doc("State directory; created if missing", default="/var/lib/bmsd")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """Logging."""
+
+    level: Literal["debug", "info", "warning", "error"] = doc("Log level", default="info")
+    format: Literal["text", "json"] = doc(
+        "Log line format on stderr (journald gets structured fields either way)", default="text"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SimFault:
+    """A fault injected into the simulated pack at a given time."""
+
+    kind: Literal[
+        "cell_drift",
+        "stuck_sensor",
+        "noisy_sensor",
+        "silent_module",
+        "contactor_stuck_closed",
+        "stuck_current_sensor",
+    ] = doc("What goes wrong")
+    start_s: float = doc("Simulated time at which it starts", unit="s", default=0.0)
+    module: int = doc("Module index (0-based, series order) it affects", default=0)
+    cell: int = doc("Cell index within the module (cell faults)", default=0)
+    value: float = doc(
+        "cell_drift: leak current in A (positive drains, negative charges); "
+        "noisy_sensor: noise standard deviation in V",
+        default=0.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SimLoadConfig:
+    """The load the simulated inverter draws or pushes (positive charges the battery)."""
+
+    kind: Literal["constant", "day_cycle", "csv"] = doc("Profile kind", default="day_cycle")
+    current_a: float = doc("constant: the current", unit="A", default=0.0)
+    charge_current_a: float = doc("day_cycle: peak charge current", unit="A", default=50.0)
+    discharge_current_a: float = doc("day_cycle: peak discharge current", unit="A", default=50.0)
+    day_length_s: float = doc("day_cycle: length of one simulated day", unit="s", default=86400.0)
+    csv_file: str = doc("csv: a file with columns time_s,current_a", default="")
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.kind == "csv" and not self.csv_file:
+            problems.append(("csv_file", "required when kind = 'csv'"))
+        if self.day_length_s <= 0:
+            problems.append(("day_length_s", "must be positive"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """The built-in simulated pack (cells, slave boards, current sensor, switch box, load)."""
+
+    enabled: bool = doc("Run the simulated pack inside the daemon", default=False)
+    bus: str = doc("Bus (a key of [can]) the simulated slaves talk on", default="slaves")
+    seed: int = doc("Random seed for cell spread and sensor noise", default=1)
+    initial_soc: float = doc("Mean initial state of charge (0..1)", default=0.5)
+    soc_spread_pct: float = doc("Standard deviation of initial SOC", unit="%", default=1.0)
+    capacity_spread_pct: float = doc("Standard deviation of capacity", unit="%", default=1.0)
+    resistance_spread_pct: float = doc("Standard deviation of resistance", unit="%", default=5.0)
+    ambient_temp_c: float = doc("Ambient temperature", unit="°C", default=25.0)
+    physics_step_s: float = doc("Physics integration step", unit="s", default=0.01)
+    cell_period_s: float = doc("Slave cell-voltage frame period", unit="s", default=0.1)
+    temp_period_s: float = doc("Slave temperature frame period", unit="s", default=1.0)
+    status_period_s: float = doc("Slave status frame period", unit="s", default=0.2)
+    current_period_s: float = doc("Current sensor result period", unit="s", default=0.02)
+    switchbox_period_s: float = doc("Switch box feedback period", unit="s", default=0.1)
+    voltage_noise_v: float = doc(
+        "Cell voltage measurement noise (1 sigma)", unit="V", default=0.001
+    )
+    current_noise_a: float = doc("Current measurement noise (1 sigma)", unit="A", default=0.05)
+    bleed_resistor_ohm: float = doc("Balancing bleed resistor per cell", unit="Ω", default=33.0)
+    precharge_resistor_ohm: float = doc("Precharge resistor", unit="Ω", default=20.0)
+    link_capacitance_f: float = doc("Capacitance on the bus side", unit="F", default=0.002)
+    load: SimLoadConfig = doc_factory("Load profile", SimLoadConfig)
+    faults: tuple[SimFault, ...] = doc("Faults to inject", default=())
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if not 0.0 <= self.initial_soc <= 1.0:
+            problems.append(("initial_soc", "must be between 0 and 1"))
+        for key in (
+            "physics_step_s",
+            "cell_period_s",
+            "temp_period_s",
+            "status_period_s",
+            "current_period_s",
+            "switchbox_period_s",
+            "bleed_resistor_ohm",
+            "precharge_resistor_ohm",
+            "link_capacitance_f",
+        ):
+            if getattr(self, key) <= 0:
+                problems.append((key, "must be positive"))
+        for key in ("soc_spread_pct", "capacity_spread_pct", "resistance_spread_pct"):
+            if not 0 <= getattr(self, key) < 30:
+                problems.append((key, "must be at least 0 and below 30"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole daemon configuration."""
+
+    pack: PackConfig = doc("Pack topology")
+    can: dict[str, BusConfig] = doc("CAN buses by name")
+    acquisition: AcquisitionConfig = doc("Acquisition of slave and sensor readings")
+    protection: ProtectionConfig = doc("Safe operating area")
+    control: ControlConfig = doc_factory("Control loop", ControlConfig)
+    state: StateConfig = doc_factory("Persistent state", StateConfig)
+    logging: LoggingConfig = doc_factory("Logging", LoggingConfig)
+    sim: SimConfig = doc_factory("Simulated pack", SimConfig)
+    # Not a key of the file: the directory relative paths are resolved against.
+    base_dir: str = ""
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if not self.can:
+            problems.append(("can", "at least one bus is required"))
+        if self.acquisition.bus not in self.can:
+            problems.append(("acquisition.bus", f"no bus named {self.acquisition.bus!r} in [can]"))
+        if self.sim.enabled and self.sim.bus not in self.can:
+            problems.append(("sim.bus", f"no bus named {self.sim.bus!r} in [can]"))
+        elif self.sim.enabled and self.can[self.sim.bus].interface != "virtual":
+            problems.append(
+                (
+                    "sim.enabled",
+                    "the embedded simulator needs a 'virtual' bus; for other interfaces run "
+                    "'bmsd sim --config FILE' as its own process",
+                )
+            )
+        n_modules = self.pack.strings * self.pack.modules_per_string
+        for index, fault in enumerate(self.sim.faults):
+            if not 0 <= fault.module < n_modules:
+                problems.append((f"sim.faults[{index}].module", f"must be below {n_modules}"))
+            if not 0 <= fault.cell < self.pack.cells_per_module:
+                problems.append(
+                    (f"sim.faults[{index}].cell", f"must be below {self.pack.cells_per_module}")
+                )
+        low, high = self.acquisition.cell_voltage_range_v
+        if not low < self.protection.cell_voltage_low_v.fatal < high:
+            problems.append(
+                (
+                    "protection.cell_voltage_low_v.fatal",
+                    "must lie inside acquisition.cell_voltage_range_v",
+                )
+            )
+        if not low < self.protection.cell_voltage_high_v.fatal < high:
+            problems.append(
+                (
+                    "protection.cell_voltage_high_v.fatal",
+                    "must lie inside acquisition.cell_voltage_range_v",
+                )
+            )
+        return problems
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the config file against the config file's directory."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+
+def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
+    """Read, override and validate a config file; raise ConfigError naming every problem."""
+    raw = read_toml(path)
+    if "base_dir" in raw:
+        raise ConfigError([ConfigIssue(str(path), "base_dir", "unknown key")])
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(raw, key, value)
+    data: dict[str, Any] = {**raw, "base_dir": str(path.resolve().parent)}
+    config = parse(Config, data, source=str(path))
+    _check_files(config, path)
+    return config
+
+
+def _check_files(config: Config, path: Path) -> None:
+    """Referenced files must exist; reported like any other key."""
+    issues = []
+    for key, value in (
+        ("pack.cell_file", config.pack.cell_file),
+        ("acquisition.protocol", config.acquisition.protocol),
+    ):
+        if not config.path(value).is_file():
+            issues.append(ConfigIssue(str(path), key, f"file not found: {config.path(value)}"))
+    if config.sim.enabled and config.sim.load.kind == "csv":
+        csv_path = config.path(config.sim.load.csv_file)
+        if not csv_path.is_file():
+            issues.append(
+                ConfigIssue(str(path), "sim.load.csv_file", f"file not found: {csv_path}")
+            )
+    if issues:
+        raise ConfigError(issues)

@@ -1,0 +1,1 @@
+"""The control loop: the only writer of state, one tick at a time."""

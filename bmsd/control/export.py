@@ -1,0 +1,98 @@
+"""PackState and Event as plain JSON-ready dicts (replay output, logs, tools)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bmsd.model.events import Event
+from bmsd.model.snapshot import Extremes
+from bmsd.model.state import PackState
+
+
+def _num(value: float | None, digits: int) -> float | None:
+    if value is None or math.isnan(value) or math.isinf(value):
+        return None
+    return round(value, digits)
+
+
+def _extremes(extremes: Extremes | None, digits: int) -> dict[str, Any] | None:
+    if extremes is None:
+        return None
+    return {
+        "min": round(extremes.min_value, digits),
+        "min_at": str(extremes.min_location),
+        "max": round(extremes.max_value, digits),
+        "max_at": str(extremes.max_location),
+        "mean": round(extremes.mean, digits),
+        "valid": extremes.valid_count,
+    }
+
+
+def state_record(state: PackState) -> dict[str, Any]:
+    snap = state.snapshot
+    contactors = snap.contactors
+    return {
+        "type": "state",
+        "tick": state.tick,
+        "time_s": round(state.time_s, 6),
+        "pack_current_a": _num(snap.pack_current_a, 3),
+        "pack_voltage_v": _num(snap.pack_voltage_v, 3),
+        "bus_voltage_v": _num(snap.bus_voltage_v, 2),
+        "pack_voltage_deviation_v": _num(snap.pack_voltage_deviation_v, 3),
+        "cell_voltage": _extremes(snap.cell_voltage, 4),
+        "temperature": _extremes(snap.temperature, 2),
+        "contactors": None
+        if contactors is None
+        else {
+            "minus": contactors.minus_closed,
+            "plus": contactors.plus_closed,
+            "precharge": contactors.precharge_closed,
+        },
+        "cell_voltage_v": [
+            _num(float(v), 4) if ok else None
+            for v, ok in zip(snap.cell_voltage_v, snap.cell_voltage_valid, strict=True)
+        ],
+        "temp_c": [
+            _num(float(t), 2) if ok else None
+            for t, ok in zip(snap.temp_c, snap.temp_valid, strict=True)
+        ],
+        "module_age_s": [_num(float(a), 3) for a in snap.module_age_s],
+    }
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "time_s": round(event.time_s, 6),
+        "kind": event.kind,
+        "message": event.message,
+        **event.fields,
+    }
+
+
+def summary_line(state: PackState, module_count: int, module_timeout_s: float) -> str:
+    """One human line describing the pack (the periodic log line and sd_notify STATUS)."""
+    snap = state.snapshot
+    parts = []
+    parts.append("V=" + ("?" if snap.pack_voltage_v is None else f"{snap.pack_voltage_v:.2f}V"))
+    parts.append("I=" + ("?" if snap.pack_current_a is None else f"{snap.pack_current_a:+.1f}A"))
+    cells = snap.cell_voltage
+    if cells is None:
+        parts.append("cells=?")
+    else:
+        parts.append(
+            f"cells={cells.min_value:.3f}..{cells.max_value:.3f}V"
+            f"(spread {cells.spread * 1000:.0f}mV)"
+        )
+    temps = snap.temperature
+    if temps is not None:
+        parts.append(f"T={temps.min_value:.1f}..{temps.max_value:.1f}C")
+    online = int((snap.module_age_s <= module_timeout_s).sum())
+    parts.append(f"modules={online}/{module_count}")
+    if snap.contactors is not None:
+        c = snap.contactors
+        closed = (("-", c.minus_closed), ("P", c.precharge_closed), ("+", c.plus_closed))
+        flags = "".join(flag for flag, on in closed if on)
+        parts.append(f"contactors={flags or 'open'}")
+    return " ".join(parts)

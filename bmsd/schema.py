@@ -1,0 +1,254 @@
+"""Typed loading of TOML data into frozen dataclasses, collecting every error at once.
+
+The configuration, cell files and (later) inverter profiles are all described by frozen
+dataclasses. This module walks a dataclass's type hints and turns a parsed TOML mapping into an
+instance, reporting unknown keys, wrong types, missing values and failed cross-field checks with
+the file, the dotted key path and a reason. It never stops at the first problem.
+
+Supported field types: ``bool``, ``int``, ``float`` (an integer is accepted), ``str``,
+``Literal[...]``, ``X | None``, ``tuple[T, ...]``, nested dataclasses, ``dict[str, T]``.
+
+A dataclass may define ``check(self) -> list[tuple[str, str]]`` returning (relative key, reason)
+pairs for rules that involve several fields; it only runs when the fields themselves parsed.
+Field documentation lives in ``metadata={"doc": ..., "unit": ...}`` (see :func:`doc`) and feeds
+the generated configuration reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from bmsd.errors import ConfigError, ConfigIssue
+
+T = TypeVar("T")
+
+_MISSING = object()
+
+
+def doc(text: str, *, unit: str = "", default: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with documentation (and an optional default)."""
+    metadata = {"doc": text, "unit": unit}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults are not allowed; use a tuple")
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def doc_factory(text: str, factory: Any, *, unit: str = "") -> Any:
+    """A documented dataclass field whose default is built by ``factory``."""
+    return dataclasses.field(default_factory=factory, metadata={"doc": text, "unit": unit})
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if tp is bool:
+        return "a boolean"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin is tuple:
+        return "an array"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+class _Parser:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.issues: list[ConfigIssue] = []
+
+    def error(self, key: str, reason: str) -> object:
+        self.issues.append(ConfigIssue(self.source, key, reason))
+        return _MISSING
+
+    def value(self, tp: Any, raw: Any, key: str) -> Any:
+        origin = get_origin(tp)
+        if origin in (Union, types.UnionType):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if raw is None:
+                return None
+            if len(members) == 1:
+                return self.value(members[0], raw, key)
+            raise TypeError(f"unsupported union {tp}")
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            return self.error(key, f"expected a boolean, got {_describe(raw)}")
+        if tp is int:
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return raw
+            return self.error(key, f"expected an integer, got {_describe(raw)}")
+        if tp is float:
+            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                number = float(raw)
+                if number != number or number in (float("inf"), float("-inf")):
+                    return self.error(key, "expected a finite number")
+                return number
+            return self.error(key, f"expected a number, got {_describe(raw)}")
+        if tp is str:
+            if isinstance(raw, str):
+                return raw
+            return self.error(key, f"expected a string, got {_describe(raw)}")
+        if origin is Literal:
+            choices = get_args(tp)
+            if raw in choices and type(raw) is type(choices[0]):
+                return raw
+            return self.error(
+                key, f"expected one of {', '.join(repr(c) for c in choices)}, got {raw!r}"
+            )
+        if origin is tuple:
+            args = get_args(tp)
+            if not isinstance(raw, list):
+                return self.error(key, f"expected an array, got {_describe(raw)}")
+            if len(args) == 2 and args[1] is Ellipsis:
+                items = [self.value(args[0], item, f"{key}[{i}]") for i, item in enumerate(raw)]
+            else:
+                if len(raw) != len(args):
+                    return self.error(key, f"expected {len(args)} items, got {len(raw)}")
+                items = [
+                    self.value(arg, item, f"{key}[{i}]")
+                    for i, (arg, item) in enumerate(zip(args, raw, strict=True))
+                ]
+            if any(item is _MISSING for item in items):
+                return _MISSING
+            return tuple(items)
+        if origin is dict:
+            key_type, value_type = get_args(tp)
+            if key_type is not str:
+                raise TypeError("only dict[str, T] is supported")
+            if not isinstance(raw, dict):
+                return self.error(key, f"expected a table, got {_describe(raw)}")
+            result = {
+                name: self.value(value_type, item, _join(key, name)) for name, item in raw.items()
+            }
+            if any(item is _MISSING for item in result.values()):
+                return _MISSING
+            return result
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            if not isinstance(raw, dict):
+                return self.error(key, f"expected a table, got {_describe(raw)}")
+            return self.dataclass(tp, raw, key)
+        raise TypeError(f"unsupported field type {tp!r} at {key}")
+
+    def dataclass(self, cls: type[T], raw: Mapping[str, Any], prefix: str) -> Any:
+        hints = get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        for name in raw:
+            if name not in fields:
+                known = ", ".join(sorted(fields)) or "none"
+                self.error(_join(prefix, name), f"unknown key (known keys here: {known})")
+        kwargs: dict[str, Any] = {}
+        failed = False
+        for name, field in fields.items():
+            key = _join(prefix, name)
+            if name in raw:
+                parsed = self.value(hints[name], raw[name], key)
+            elif (
+                field.default is not dataclasses.MISSING
+                or field.default_factory is not dataclasses.MISSING
+            ):
+                continue
+            else:
+                parsed = self.error(key, f"missing required value ({_type_name(hints[name])})")
+            if parsed is _MISSING:
+                failed = True
+            else:
+                kwargs[name] = parsed
+        if failed:
+            return _MISSING
+        try:
+            instance = cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            return self.error(prefix, str(exc))
+        check = getattr(instance, "check", None)
+        if callable(check):
+            for rel_key, reason in check():
+                self.error(_join(prefix, rel_key), reason)
+        return instance
+
+
+def parse(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: str = "") -> T:
+    """Build ``cls`` from ``data``; raise :class:`ConfigError` listing every problem."""
+    parser = _Parser(source)
+    result = parser.dataclass(cls, data, prefix)
+    if parser.issues or result is _MISSING:
+        raise ConfigError(parser.issues or [ConfigIssue(source, prefix, "invalid")])
+    return typing.cast(T, result)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, translating I/O and syntax errors into :class:`ConfigError`."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), "", "file not found")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigIssue(str(path), "", f"TOML syntax error: {exc}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigIssue(str(path), "", "not UTF-8 text")]) from None
+
+
+def load_toml(cls: type[T], path: Path) -> T:
+    """Read and parse a TOML file into ``cls``."""
+    return parse(cls, read_toml(path), source=str(path))
+
+
+def set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set ``a.b.c = value`` in nested dicts, creating tables on the way (for ``--set``)."""
+    parts = dotted_key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError([ConfigIssue("--set", dotted_key, f"{part} is not a table")])
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``section.key=value`` where value is a TOML value (bare words are strings)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError([ConfigIssue("--set", text, "expected section.key=value")])
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value

@@ -1,0 +1,80 @@
+"""Running the simulated pack in real time against a python-can bus.
+
+The same runner serves the embedded simulator (a virtual bus inside the daemon) and
+``bmsd sim`` (its own process, on any python-can bus, for tests across processes and hardware
+in the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import can
+
+from bmsd.canbus.protocol import Protocol
+from bmsd.config import Config
+from bmsd.model.cell import CellModel
+from bmsd.model.topology import Topology
+from bmsd.sim.load import ConstantLoad, CsvLoad, EssDayCycle, LoadProfile
+from bmsd.sim.pack import SimulatedPack
+
+log = logging.getLogger(__name__)
+
+# Never integrate more than this much simulated time in one go after a stall.
+MAX_CATCH_UP_S = 1.0
+
+
+def build_load(config: Config) -> LoadProfile:
+    load = config.sim.load
+    if load.kind == "constant":
+        return ConstantLoad(load.current_a)
+    if load.kind == "csv":
+        return CsvLoad(config.path(load.csv_file), loop=True)
+    return EssDayCycle(
+        charge_current_a=load.charge_current_a,
+        discharge_current_a=load.discharge_current_a,
+        day_length_s=load.day_length_s,
+    )
+
+
+def build_simulated_pack(config: Config, protocol: Protocol, topology: Topology) -> SimulatedPack:
+    cell_model = CellModel.load(config.path(config.pack.cell_file))
+    return SimulatedPack(config, protocol, cell_model, topology, build_load(config))
+
+
+async def run_simulator(
+    pack: SimulatedPack,
+    bus: can.BusABC,
+    step_s: float,
+    stop: asyncio.Event,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Advance the pack in real time, obey commands from the bus and send its frames."""
+    last = clock()
+    sent = 0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=step_s)
+        now = clock()
+        elapsed = min(now - last, MAX_CATCH_UP_S)
+        last = now
+        while True:
+            message = bus.recv(timeout=0)
+            if message is None:
+                break
+            pack.handle_frame(message)
+        steps = max(1, round(elapsed / step_s))
+        frames: list[can.Message] = []
+        for _ in range(steps):
+            frames.extend(pack.advance(elapsed / steps))
+        for frame in frames:
+            try:
+                bus.send(frame, timeout=0)
+                sent += 1
+            except can.CanError as exc:
+                log.warning("simulator: send failed: %s", exc)
+    log.info("simulator stopped after %.1f s simulated, %d frames sent", pack.time_s, sent)
