@@ -74,7 +74,7 @@ def event_record(event: Event) -> dict[str, Any]:
 def summary_line(state: PackState, module_count: int, module_timeout_s: float) -> str:
     """One human line describing the pack (the periodic log line and sd_notify STATUS)."""
     snap = state.snapshot
-    parts = []
+    parts = [f"tick={state.tick}"]
     parts.append("V=" + ("?" if snap.pack_voltage_v is None else f"{snap.pack_voltage_v:.2f}V"))
     parts.append("I=" + ("?" if snap.pack_current_a is None else f"{snap.pack_current_a:+.1f}A"))
     cells = snap.cell_voltage

@@ -58,7 +58,7 @@ class ControlLoop:
     async def run(self, stop: asyncio.Event) -> None:
         tick_s = self._tick_s
         next_at = self._clock()
-        next_summary = next_at
+        next_summary = next_at + self._summary_interval_s
         while not stop.is_set():
             delay = next_at - self._clock()
             if delay > 0:

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets up bmsd (scripts/setup.sh) and runs the daemon on the built-in simulated pack.
+# Extra arguments go to `bmsd run`, e.g. --set control.tick_s=0.05. Stop with Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec .venv/bin/bmsd run --config etc/sim.toml "$@"

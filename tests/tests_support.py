@@ -1,0 +1,37 @@
+"""Helpers shared by the tests: paths, and reading the daemon's pack summary lines."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SUMMARY = re.compile(
+    r"pack tick=(?P<tick>\d+) V=(?P<pack_v>[\d.]+|\?)V? I=(?P<current_a>[+-][\d.]+|\?)A? "
+    r"cells=(?:(?P<cell_min>[\d.]+)\.\.(?P<cell_max>[\d.]+)V|\?).*?modules=(?P<modules>\d+/\d+)"
+)
+
+
+def read_summaries(
+    process: subprocess.Popen[str],
+    accept: Callable[[dict[str, str]], bool],
+    *,
+    wanted: int,
+    limit_s: float,
+) -> list[dict[str, str]]:
+    """Read the process's stderr until ``wanted`` accepted summary lines (or the time limit)."""
+    assert process.stderr is not None
+    found: list[dict[str, str]] = []
+    deadline = time.monotonic() + limit_s
+    while len(found) < wanted and time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        match = SUMMARY.search(line)
+        if match and accept(match.groupdict()):
+            found.append(match.groupdict())
+    return found
