@@ -253,6 +253,7 @@ class SimLoadConfig:
     charge_current_a: float = doc("day_cycle: peak charge current", unit="A", default=50.0)
     discharge_current_a: float = doc("day_cycle: peak discharge current", unit="A", default=50.0)
     day_length_s: float = doc("day_cycle: length of one simulated day", unit="s", default=86400.0)
+    start_hour: float = doc("day_cycle: hour of the day the simulation starts at", default=9.0)
     csv_file: str = doc("csv: a file with columns time_s,current_a", default="")
 
     def check(self) -> list[tuple[str, str]]:
@@ -261,6 +262,8 @@ class SimLoadConfig:
             problems.append(("csv_file", "required when kind = 'csv'"))
         if self.day_length_s <= 0:
             problems.append(("day_length_s", "must be positive"))
+        if not 0 <= self.start_hour < 24:
+            problems.append(("start_hour", "must be at least 0 and below 24"))
         return problems
 
 

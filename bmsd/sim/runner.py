@@ -34,11 +34,23 @@ def build_load(config: Config) -> LoadProfile:
         return ConstantLoad(load.current_a)
     if load.kind == "csv":
         return CsvLoad(config.path(load.csv_file), loop=True)
-    return EssDayCycle(
+    day = EssDayCycle(
         charge_current_a=load.charge_current_a,
         discharge_current_a=load.discharge_current_a,
         day_length_s=load.day_length_s,
     )
+    return _StartLater(day, load.start_hour / 24.0 * load.day_length_s)
+
+
+class _StartLater:
+    """A load profile entered ``offset_s`` into its cycle (the day starts at ``start_hour``)."""
+
+    def __init__(self, profile: LoadProfile, offset_s: float) -> None:
+        self._profile = profile
+        self._offset_s = offset_s
+
+    def current_a(self, time_s: float) -> float:
+        return self._profile.current_a(time_s + self._offset_s)
 
 
 def build_simulated_pack(config: Config, protocol: Protocol, topology: Topology) -> SimulatedPack:
