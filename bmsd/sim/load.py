@@ -151,7 +151,7 @@ class CsvLoad:
 def _read_csv(path: Path, *, loop: bool) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a BOM from spreadsheets
     except FileNotFoundError:
         raise ConfigError([ConfigIssue(source, "", "file not found")]) from None
     except UnicodeDecodeError:

@@ -89,7 +89,7 @@ def test_a_good_minimal_file_parses(tmp_path: Path) -> None:
 
 def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> None:
     text = (
-        GOOD_TOML.replace('capacity_ah = 10.0', 'capacity_ah = "ten"')  # wrong type
+        GOOD_TOML.replace("capacity_ah = 10.0", 'capacity_ah = "ten"')  # wrong type
         .replace('source = "made up for a test"', 'source = "x"\ncolour = "blue"')  # unknown key
         .replace("[3.1, 3.8, 4.2]", "[3.1, 3.9, 3.8]")  # OCV row not increasing
         .replace("r0_ohm = [[0.004, 0.002], [0.002, 0.001]]", "r0_ohm = [[0.004], [0.002, 0.001]]")

@@ -1,0 +1,134 @@
+"""Persistent state files: atomic writes, checksums, and loud but safe recovery.
+
+Every piece of state that must survive a restart or a power cut (latched faults, SOC and SOH
+estimates, counters) is one JSON document in the state directory, written atomically: a
+temporary file in the same directory, fsync, rename over the old file, fsync of the directory.
+A reader therefore sees the old file or the new one, never half of one.
+
+Each file carries a format name, a version, the wall-clock time it was written and a SHA-256
+of its payload. Loading never raises for a bad file: a missing, truncated, zeroed, corrupt,
+foreign, too new or too old file gives ``None`` and a reason, which the caller logs before
+starting from a safe default. The bad file is kept aside (``NAME.bad``) for the post-mortem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What loading a state file gave: the payload, or None and why."""
+
+    payload: dict[str, Any] | None
+    problem: str
+    age_s: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.payload is not None
+
+
+def _digest(payload_text: str) -> str:
+    return hashlib.sha256(payload_text.encode("utf-8")).hexdigest()
+
+
+def write_state(path: Path, kind: str, version: int, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically as state file ``path`` of format ``kind``/``version``."""
+    payload_text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    document = {
+        "kind": kind,
+        "version": version,
+        "written_at": time.time(),
+        "sha256": _digest(payload_text),
+        "payload": payload_text,
+    }
+    data = json.dumps(document).encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def read_state(
+    path: Path, kind: str, version: int, *, max_age_s: float | None = None
+) -> LoadResult:
+    """Load a state file; on any problem return no payload and the reason (never raise)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return LoadResult(None, "no state file yet", None)
+    except OSError as exc:
+        return LoadResult(None, f"cannot read: {exc.strerror}", None)
+    problem, document = _parse(data, kind, version)
+    if document is None:
+        _set_aside(path)
+        return LoadResult(None, problem, None)
+    age_s = max(0.0, time.time() - float(document["written_at"]))
+    if max_age_s is not None and age_s > max_age_s:
+        return LoadResult(
+            None, f"too old ({age_s / 3600:.1f} h, limit {max_age_s / 3600:.1f} h)", age_s
+        )
+    return LoadResult(json.loads(document["payload"]), "", age_s)
+
+
+def _parse(data: bytes, kind: str, version: int) -> tuple[str, dict[str, Any] | None]:
+    if not data:
+        return "empty (truncated by a power cut?)", None
+    if not data.strip(b"\x00"):
+        return "zeroed (a power cut during a write?)", None
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "corrupt (not valid JSON; truncated?)", None
+    if not isinstance(document, dict) or not {
+        "kind",
+        "version",
+        "sha256",
+        "payload",
+        "written_at",
+    } <= set(document):
+        return "corrupt (fields missing)", None
+    if document["kind"] != kind:
+        return f"not a {kind} file (it is {document['kind']!r})", None
+    if (
+        not isinstance(document["payload"], str)
+        or _digest(document["payload"]) != document["sha256"]
+    ):
+        return "corrupt (checksum mismatch)", None
+    if document["version"] != version:
+        return f"format version {document['version']} is not {version}", None
+    if not isinstance(document["written_at"], (int, float)):
+        return "corrupt (bad time stamp)", None
+    try:
+        payload = json.loads(document["payload"])
+    except json.JSONDecodeError:
+        return "corrupt (payload is not JSON)", None
+    if not isinstance(payload, dict):
+        return "corrupt (payload is not an object)", None
+    return "", document
+
+
+def _set_aside(path: Path) -> None:
+    """Keep a bad file for inspection; it will be replaced by the next good write."""
+    with contextlib.suppress(OSError):
+        os.replace(path, path.with_name(path.name + ".bad"))
