@@ -106,7 +106,6 @@ def summarise(
     capacity_ah = (pack.cell_capacity_ah or file_capacity_ah) * pack.cells_in_parallel
     nominal_v = nominal_cell_v * topology.cells_per_string
     energy_kwh = nominal_v * capacity_ah * pack.strings / 1000
-    levels_h, levels_l = config.protection.cell_voltage_high_v, config.protection.cell_voltage_low_v
     lines = [
         "configuration OK",
         f"  pack       {pack.chemistry}, {pack.strings} string(s) x {pack.modules_per_string} "
@@ -126,9 +125,16 @@ def summarise(
         lines.append(
             f"  bus {name:<7}{bus.interface} {bus.channel} @ {bus.bitrate} bit/s{role}{record}"
         )
+    faults = config.protection.faults
+    enabled = [fid for fid, spec in faults.items() if spec.enabled]
+    lines.append(f"  faults     {len(enabled)} enabled of {len(faults)} in the fault table")
+    for fault_id in ("cell_voltage_high", "cell_voltage_low"):
+        spec = faults.get(fault_id)
+        if spec is not None and spec.enabled:
+            levels = "/".join(f"{level_spec.threshold:g}" for _, level_spec in spec.levels())
+            names = "/".join(level.label for level, _ in spec.levels())
+            lines.append(f"  {fault_id:<18} {levels} ({names})")
     lines += [
-        f"  cell V     over {levels_h.info}/{levels_h.warning}/{levels_h.fatal} V, "
-        f"under {levels_l.info}/{levels_l.warning}/{levels_l.fatal} V (info/warning/fatal)",
         f"  timeouts   modules {config.acquisition.module_timeout_s} s, "
         f"current sensor {config.acquisition.current_sensor_timeout_s} s",
         f"  tick       {config.control.tick_s * 1000:.0f} ms",

@@ -8,12 +8,23 @@ are checked exactly like the file.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from bmsd.errors import ConfigError, ConfigIssue
-from bmsd.schema import doc, doc_factory, parse, parse_override, read_toml, set_dotted
+from bmsd.protection.table import FaultSpec
+from bmsd.schema import (
+    deep_merge,
+    doc,
+    doc_factory,
+    has_dotted,
+    parse,
+    parse_override,
+    read_toml,
+    set_dotted,
+)
 
 Chemistry = Literal["LFP", "NMC"]
 
@@ -139,52 +150,114 @@ class AcquisitionConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LevelsHigh:
-    """Three limits on a quantity that must stay low: info < warning < fatal."""
+class ContactorConfig:
+    """The HV switch box and the contactor sequence (see docs/safety.md)."""
 
-    info: float = doc("Maximum operating limit: reported")
-    warning: float = doc("Recommended safety limit: warning, current derated")
-    fatal: float = doc("Maximum safety limit: stop, open contactors, latch")
+    auto_close: bool = doc(
+        "Close the contactors by itself when healthy (else wait for a close request)",
+        default=True,
+    )
+    feedback_timeout_s: float = doc(
+        "A contactor must confirm a command within this time", unit="s", default=0.5
+    )
+    precharge_voltage_share: float = doc(
+        "Precharge is done when the bus reaches this share of the pack voltage", default=0.95
+    )
+    precharge_timeout_s: float = doc(
+        "Precharge must be done within this time", unit="s", default=3.0
+    )
+    break_current_a: float = doc(
+        "Highest current the contactors may break without waiting", unit="A", default=5.0
+    )
+    open_wait_s: float = doc(
+        "Under load, wait at most this long for the current to fall before opening",
+        unit="s",
+        default=2.0,
+    )
+    weld_check_delay_s: float = doc(
+        "After opening, judge weld (current, bus voltage) from this time on", unit="s", default=10.0
+    )
+    command_timeout_s: float = doc(
+        "Timeout sent to the switch box: it opens by itself without fresh commands",
+        unit="s",
+        default=0.5,
+    )
 
     def check(self) -> list[tuple[str, str]]:
-        if not self.info < self.warning < self.fatal:
-            return [("", "levels must rise: info < warning < fatal")]
-        return []
+        problems: list[tuple[str, str]] = []
+        if not 0.5 <= self.precharge_voltage_share < 1.0:
+            problems.append(("precharge_voltage_share", "must be at least 0.5 and below 1"))
+        for key in (
+            "feedback_timeout_s",
+            "precharge_timeout_s",
+            "open_wait_s",
+            "weld_check_delay_s",
+            "command_timeout_s",
+        ):
+            if getattr(self, key) <= 0:
+                problems.append((key, "must be positive"))
+        if self.break_current_a < 0:
+            problems.append(("break_current_a", "must not be negative"))
+        return problems
 
 
-@dataclass(frozen=True, slots=True)
-class LevelsLow:
-    """Three limits on a quantity that must stay high: info > warning > fatal."""
-
-    info: float = doc("Minimum operating limit: reported")
-    warning: float = doc("Recommended safety limit: warning, current derated")
-    fatal: float = doc("Minimum safety limit: stop, open contactors, latch")
-
-    def check(self) -> list[tuple[str, str]]:
-        if not self.info > self.warning > self.fatal:
-            return [("", "levels must fall: info > warning > fatal")]
-        return []
+# Pairs of (high quantity, low quantity) whose limits must not cross.
+_OPPOSITE_QUANTITIES = (
+    ("cell_voltage_max_v", "cell_voltage_min_v"),
+    ("pack_voltage_per_cell_max_v", "pack_voltage_per_cell_min_v"),
+    ("cell_temp_max_charging_c", "cell_temp_min_charging_c"),
+    ("cell_temp_max_discharging_c", "cell_temp_min_discharging_c"),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ProtectionConfig:
-    """Safe operating area of the cells (three levels per limit, see docs/safety.md)."""
+    """Safe operating area and diagnostics: the fault table, and the contactor sequence."""
 
-    cell_voltage_high_v: LevelsHigh = doc("Cell over-voltage levels", unit="V")
-    cell_voltage_low_v: LevelsLow = doc("Cell under-voltage levels", unit="V")
+    faults: dict[str, FaultSpec] = doc(
+        "The fault table: shipped defaults merged with the overrides of this file"
+    )
+    defaults: tuple[str, ...] = doc(
+        "Fault table files merged in order (etc/protection/*.toml); this file's "
+        "[protection.faults.ID] tables override their keys",
+        default=(),
+    )
+    warning_derate_factor: float = doc(
+        "A warning limits the current it blocks to this share of the maximum", default=0.5
+    )
+    charge_detect_a: float = doc(
+        "Above this current the pack counts as charging (charge temperature window)",
+        unit="A",
+        default=1.0,
+    )
+    contactors: ContactorConfig = doc_factory("Contactor sequence", ContactorConfig)
 
     def check(self) -> list[tuple[str, str]]:
-        if self.cell_voltage_low_v.info >= self.cell_voltage_high_v.info:
-            return [
-                (
-                    "cell_voltage_high_v",
-                    "over-voltage limits must lie above the under-voltage limits "
-                    f"({self.cell_voltage_high_v.info} V <= {self.cell_voltage_low_v.info} V)",
-                )
-            ]
-        if self.cell_voltage_low_v.fatal >= self.cell_voltage_high_v.fatal:
-            return [("cell_voltage_high_v.fatal", "must lie above cell_voltage_low_v.fatal")]
-        return []
+        problems: list[tuple[str, str]] = []
+        if not 0.0 <= self.warning_derate_factor <= 1.0:
+            problems.append(("warning_derate_factor", "must be between 0 and 1"))
+        if self.charge_detect_a < 0:
+            problems.append(("charge_detect_a", "must not be negative"))
+        enabled = {fid: spec for fid, spec in self.faults.items() if spec.enabled}
+        for high_q, low_q in _OPPOSITE_QUANTITIES:
+            for high_id, high in enabled.items():
+                if high.quantity != high_q:
+                    continue
+                for low_id, low in enabled.items():
+                    if low.quantity != low_q:
+                        continue
+                    lowest_high = min(spec.threshold for _, spec in high.levels())
+                    highest_low = max(spec.threshold for _, spec in low.levels())
+                    if lowest_high <= highest_low:
+                        level = min(high.levels(), key=lambda pair: pair[1].threshold)[0]
+                        problems.append(
+                            (
+                                f"faults.{high_id}.{level.label}.threshold",
+                                f"{lowest_high:g} must lie above every limit of "
+                                f"faults.{low_id} (up to {highest_low:g})",
+                            )
+                        )
+        return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +398,7 @@ class Config:
     pack: PackConfig = doc("Pack topology")
     can: dict[str, BusConfig] = doc("CAN buses by name")
     acquisition: AcquisitionConfig = doc("Acquisition of slave and sensor readings")
-    protection: ProtectionConfig = doc("Safe operating area")
+    protection: ProtectionConfig = doc("Safe operating area and diagnostics")
     control: ControlConfig = doc_factory("Control loop", ControlConfig)
     state: StateConfig = doc_factory("Persistent state", StateConfig)
     logging: LoggingConfig = doc_factory("Logging", LoggingConfig)
@@ -358,20 +431,18 @@ class Config:
                     (f"sim.faults[{index}].cell", f"must be below {self.pack.cells_per_module}")
                 )
         low, high = self.acquisition.cell_voltage_range_v
-        if not low < self.protection.cell_voltage_low_v.fatal < high:
-            problems.append(
-                (
-                    "protection.cell_voltage_low_v.fatal",
-                    "must lie inside acquisition.cell_voltage_range_v",
-                )
-            )
-        if not low < self.protection.cell_voltage_high_v.fatal < high:
-            problems.append(
-                (
-                    "protection.cell_voltage_high_v.fatal",
-                    "must lie inside acquisition.cell_voltage_range_v",
-                )
-            )
+        for fault_id, spec in self.protection.faults.items():
+            if spec.quantity not in ("cell_voltage_max_v", "cell_voltage_min_v"):
+                continue
+            for level, level_spec in spec.levels():
+                if not low < level_spec.threshold < high:
+                    problems.append(
+                        (
+                            f"protection.faults.{fault_id}.{level.label}.threshold",
+                            "must lie inside acquisition.cell_voltage_range_v "
+                            f"({low:g} to {high:g} V)",
+                        )
+                    )
         return problems
 
     def path(self, value: str) -> Path:
@@ -381,15 +452,62 @@ class Config:
 
 
 def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
-    """Read, override and validate a config file; raise ConfigError naming every problem."""
+    """Read, override and validate a config file; raise ConfigError naming every problem.
+
+    The fault table is assembled first: the files in ``protection.defaults`` are merged in
+    order, then this file's ``[protection.faults]`` on top. Each problem names the file its
+    key came from.
+    """
     raw = read_toml(path)
     if "base_dir" in raw:
         raise ConfigError([ConfigIssue(str(path), "base_dir", "unknown key")])
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
-    data: dict[str, Any] = {**raw, "base_dir": str(path.resolve().parent)}
-    config = parse(Config, data, source=str(path))
+    raw_file = copy.deepcopy(raw)  # what this file itself says, for naming sources
+    base_dir = path.resolve().parent
+    protection = raw.get("protection")
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(protection, dict):
+        defaults = protection.get("defaults", ())
+        if isinstance(defaults, list):
+            issues = []
+            for index, name in enumerate(defaults):
+                if not isinstance(name, str):
+                    continue  # reported as a type error by the parser
+                table_path = Path(name) if Path(name).is_absolute() else base_dir / name
+                try:
+                    layers.append((str(table_path), read_toml(table_path)))
+                except ConfigError as exc:
+                    issues.append(
+                        ConfigIssue(
+                            str(path),
+                            f"protection.defaults[{index}]",
+                            exc.issues[0].reason + f": {table_path}",
+                        )
+                    )
+            if issues:
+                raise ConfigError(issues)
+        merged: dict[str, Any] = {}
+        for _, layer in layers:
+            merged = deep_merge(merged, layer)
+        own_faults = protection.get("faults", {})
+        if isinstance(own_faults, dict):
+            merged = deep_merge(merged, own_faults)
+        else:
+            merged = {"": own_faults}  # not a table: reported by the parser
+        raw = {**raw, "protection": {**protection, "faults": merged}}
+
+    def source_of(key: str) -> str:
+        if key.startswith("protection.faults.") and not has_dotted(raw_file, key):
+            relative = key.removeprefix("protection.faults.")
+            for layer_file, layer in reversed(layers):
+                if has_dotted(layer, relative):
+                    return str(layer_file)
+        return str(path)
+
+    data: dict[str, Any] = {**raw, "base_dir": str(base_dir)}
+    config = parse(Config, data, source=str(path), source_of=source_of)
     _check_files(config, path)
     return config
 

@@ -20,7 +20,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -47,7 +47,7 @@ def doc_factory(text: str, factory: Any, *, unit: str = "") -> Any:
 
 
 def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
+    return f"{prefix}.{key}" if prefix and key else prefix or key
 
 
 def _type_name(tp: Any) -> str:
@@ -86,12 +86,14 @@ def _describe(value: Any) -> str:
 
 
 class _Parser:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, source_of: Callable[[str], str] | None = None) -> None:
         self.source = source
+        self.source_of = source_of
         self.issues: list[ConfigIssue] = []
 
     def error(self, key: str, reason: str) -> object:
-        self.issues.append(ConfigIssue(self.source, key, reason))
+        source = self.source if self.source_of is None else self.source_of(key)
+        self.issues.append(ConfigIssue(source, key, reason))
         return _MISSING
 
     def value(self, tp: Any, raw: Any, key: str) -> Any:
@@ -200,9 +202,20 @@ class _Parser:
         return instance
 
 
-def parse(cls: type[T], data: Mapping[str, Any], *, source: str, prefix: str = "") -> T:
-    """Build ``cls`` from ``data``; raise :class:`ConfigError` listing every problem."""
-    parser = _Parser(source)
+def parse(
+    cls: type[T],
+    data: Mapping[str, Any],
+    *,
+    source: str,
+    prefix: str = "",
+    source_of: Callable[[str], str] | None = None,
+) -> T:
+    """Build ``cls`` from ``data``; raise :class:`ConfigError` listing every problem.
+
+    ``source_of`` maps a dotted key to the file it came from, for data merged from several
+    files; by default every issue names ``source``.
+    """
+    parser = _Parser(source, source_of)
     result = parser.dataclass(cls, data, prefix)
     if parser.issues or result is _MISSING:
         raise ConfigError(parser.issues or [ConfigIssue(source, prefix, "invalid")])
@@ -227,6 +240,28 @@ def read_toml(path: Path) -> dict[str, Any]:
 def load_toml(cls: type[T], path: Path) -> T:
     """Read and parse a TOML file into ``cls``."""
     return parse(cls, read_toml(path), source=str(path))
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``override`` merged in, table by table."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def has_dotted(data: Mapping[str, Any], dotted_key: str) -> bool:
+    """Whether ``a.b[2].c`` (list indices ignored) names something present in ``data``."""
+    node: Any = data
+    for part in dotted_key.split("."):
+        name = part.split("[", 1)[0]
+        if not isinstance(node, Mapping) or name not in node:
+            return False
+        node = node[name]
+    return True
 
 
 def set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:

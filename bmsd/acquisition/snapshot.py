@@ -80,6 +80,12 @@ class SnapshotBuilder:
         if bus_voltage_v is not None and bus_age_s > config.switchbox_timeout_s:
             bus_voltage_v = None
 
+        with np.errstate(invalid="ignore"):
+            voltage_out = cell_fresh & ((cell_voltage_v < v_low) | (cell_voltage_v > v_high))
+            temp_out = temp_fresh & ((temp_c < t_low) | (temp_c > t_high))
+        changed_at = store.cell_voltage_changed_at.reshape(-1)
+        frozen_s = float((now - changed_at[cell_valid]).max()) if cell_valid.any() else 0.0
+
         contactors = store.contactors
         contactors_age_s = math.inf if contactors is None else now - contactors.received_at
         if contactors_age_s > config.switchbox_timeout_s:
@@ -116,6 +122,9 @@ class SnapshotBuilder:
             contactors=contactors,
             contactors_age_s=contactors_age_s,
             sensor_error_flags=sensor_error_flags,
+            cell_voltage_out_of_range=int(np.count_nonzero(voltage_out)),
+            temp_out_of_range=int(np.count_nonzero(temp_out)),
+            cell_voltage_frozen_s=frozen_s,
         )
 
     @staticmethod

@@ -65,6 +65,11 @@ class PackSnapshot:
     contactors: ContactorFeedback | None
     contactors_age_s: float
     sensor_error_flags: int
+    # Diagnostics: fresh readings outside the physical range, and the longest time any fresh
+    # cell voltage has not changed by a single LSB (a frozen ADC or a stuck slave).
+    cell_voltage_out_of_range: int = 0
+    temp_out_of_range: int = 0
+    cell_voltage_frozen_s: float = 0.0
 
     @property
     def all_cells_valid(self) -> bool:

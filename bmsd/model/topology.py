@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bmsd.config import PackConfig
+if TYPE_CHECKING:  # the model must not import the config at run time (config imports the model)
+    from bmsd.config import PackConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,331 @@
+"""The table of quantities a fault can watch, each with its direction and unit.
+
+A fault in the fault table names one of these; the quantity decides what "beyond the
+threshold" means (above or below), so a table entry cannot get the direction wrong. A value of
+``None`` means "cannot be judged this tick" (no valid data): the fault's debounce counter then
+holds, it neither trips nor clears. Missing data is caught by its own diagnostic quantities
+(silence, implausible readings) and by the limits, which go to zero.
+
+Quantities that only apply in one situation (temperature while charging, current after the
+contactors opened) return a passing value (−inf for "above", +inf for "below") outside it, so
+the fault clears normally.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from bmsd.model.snapshot import PackSnapshot
+
+Direction = Literal["above", "below"]
+PASS_ABOVE = -math.inf
+PASS_BELOW = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionInputs:
+    """Everything the fault checks look at in one tick."""
+
+    snapshot: PackSnapshot
+    series_cells: int  # cells in series per string: normalises pack voltage
+    pack_capacity_ah: float  # normalises current to C-rate
+    charging: bool  # current above the charge-detection threshold
+    contactor_mismatch_s: float  # how long commanded and feedback contactor states differ
+    open_settled: bool  # contactors commanded open long enough for weld checks
+    precharging: bool
+    precharge_failed: bool
+    bus_error_level: int  # worst bus: 0 active, 1 error-passive, 2 bus-off or receiver dead
+    missed_ticks: int  # ticks the control loop missed just before this one
+    unexpected_modules: int  # node ids sending module frames that the config does not list
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """One watchable quantity."""
+
+    name: str
+    direction: Direction
+    unit: str
+    description: str
+    value: Callable[[ProtectionInputs], float | None]
+
+
+def _cell_v_max(i: ProtectionInputs) -> float | None:
+    return None if i.snapshot.cell_voltage is None else i.snapshot.cell_voltage.max_value
+
+
+def _cell_v_min(i: ProtectionInputs) -> float | None:
+    return None if i.snapshot.cell_voltage is None else i.snapshot.cell_voltage.min_value
+
+
+def _pack_voltages(i: ProtectionInputs) -> list[float]:
+    values = [float(v) for v in i.snapshot.string_voltage_sum_v if not math.isnan(v)]
+    if i.snapshot.pack_voltage_v is not None:
+        values.append(i.snapshot.pack_voltage_v)
+    return values
+
+
+def _pack_v_max(i: ProtectionInputs) -> float | None:
+    values = _pack_voltages(i)
+    return max(values) / i.series_cells if values else None
+
+
+def _pack_v_min(i: ProtectionInputs) -> float | None:
+    values = _pack_voltages(i)
+    return min(values) / i.series_cells if values else None
+
+
+def _charge_c(i: ProtectionInputs) -> float | None:
+    current = i.snapshot.pack_current_a
+    return None if current is None else max(current, 0.0) / i.pack_capacity_ah
+
+
+def _discharge_c(i: ProtectionInputs) -> float | None:
+    current = i.snapshot.pack_current_a
+    return None if current is None else max(-current, 0.0) / i.pack_capacity_ah
+
+
+def _temp_max(i: ProtectionInputs) -> float | None:
+    return None if i.snapshot.temperature is None else i.snapshot.temperature.max_value
+
+
+def _temp_min(i: ProtectionInputs) -> float | None:
+    return None if i.snapshot.temperature is None else i.snapshot.temperature.min_value
+
+
+def _when(
+    condition: Callable[[ProtectionInputs], bool],
+    value: Callable[[ProtectionInputs], float | None],
+    passing: float,
+) -> Callable[[ProtectionInputs], float | None]:
+    def judged(i: ProtectionInputs) -> float | None:
+        return value(i) if condition(i) else passing
+
+    return judged
+
+
+def _charging(i: ProtectionInputs) -> bool:
+    return i.charging
+
+
+def _not_charging(i: ProtectionInputs) -> bool:
+    return not i.charging
+
+
+def _spread_v(i: ProtectionInputs) -> float | None:
+    return None if i.snapshot.cell_voltage is None else i.snapshot.cell_voltage.spread
+
+
+def _spread_c(i: ProtectionInputs) -> float | None:
+    return None if i.snapshot.temperature is None else i.snapshot.temperature.spread
+
+
+def _module_silence(i: ProtectionInputs) -> float:
+    return float(i.snapshot.module_age_s.max()) if i.snapshot.module_age_s.size else 0.0
+
+
+def _deviation_pct(i: ProtectionInputs) -> float | None:
+    deviation, pack = i.snapshot.pack_voltage_deviation_v, i.snapshot.pack_voltage_v
+    if deviation is None or pack is None or pack <= 0:
+        return None
+    return 100.0 * abs(deviation) / pack
+
+
+def _weld_current(i: ProtectionInputs) -> float | None:
+    if not i.open_settled:
+        return PASS_ABOVE
+    current = i.snapshot.pack_current_a
+    return None if current is None else abs(current)
+
+
+def _weld_bus_ratio(i: ProtectionInputs) -> float | None:
+    if not i.open_settled:
+        return PASS_ABOVE
+    bus, pack = i.snapshot.bus_voltage_v, i.snapshot.pack_voltage_v
+    if bus is None or pack is None or pack <= 0:
+        return None
+    return bus / pack
+
+
+def _precharge_current(i: ProtectionInputs) -> float | None:
+    if not i.precharging:
+        return PASS_ABOVE
+    current = i.snapshot.pack_current_a
+    return None if current is None else abs(current)
+
+
+QUANTITIES: tuple[Quantity, ...] = (
+    Quantity("cell_voltage_max_v", "above", "V", "Highest valid cell voltage", _cell_v_max),
+    Quantity("cell_voltage_min_v", "below", "V", "Lowest valid cell voltage", _cell_v_min),
+    Quantity(
+        "pack_voltage_per_cell_max_v",
+        "above",
+        "V",
+        "Highest of the measured pack voltage and the string sums, per series cell",
+        _pack_v_max,
+    ),
+    Quantity(
+        "pack_voltage_per_cell_min_v",
+        "below",
+        "V",
+        "Lowest of the measured pack voltage and the string sums, per series cell",
+        _pack_v_min,
+    ),
+    Quantity(
+        "charge_current_c", "above", "C", "Charge current over pack capacity (C-rate)", _charge_c
+    ),
+    Quantity(
+        "discharge_current_c",
+        "above",
+        "C",
+        "Discharge current over pack capacity (C-rate)",
+        _discharge_c,
+    ),
+    Quantity(
+        "cell_temp_max_charging_c",
+        "above",
+        "°C",
+        "Highest cell temperature, judged while charging",
+        _when(_charging, _temp_max, PASS_ABOVE),
+    ),
+    Quantity(
+        "cell_temp_min_charging_c",
+        "below",
+        "°C",
+        "Lowest cell temperature, judged while charging",
+        _when(_charging, _temp_min, PASS_BELOW),
+    ),
+    Quantity(
+        "cell_temp_max_discharging_c",
+        "above",
+        "°C",
+        "Highest cell temperature, judged while not charging (discharge or rest)",
+        _when(_not_charging, _temp_max, PASS_ABOVE),
+    ),
+    Quantity(
+        "cell_temp_min_discharging_c",
+        "below",
+        "°C",
+        "Lowest cell temperature, judged while not charging (discharge or rest)",
+        _when(_not_charging, _temp_min, PASS_BELOW),
+    ),
+    Quantity("cell_voltage_spread_v", "above", "V", "Highest minus lowest cell voltage", _spread_v),
+    Quantity("temp_spread_c", "above", "°C", "Highest minus lowest temperature", _spread_c),
+    Quantity(
+        "module_silence_s",
+        "above",
+        "s",
+        "Longest time any module has not sent a frame (module comm loss)",
+        _module_silence,
+    ),
+    Quantity(
+        "current_sensor_silence_s",
+        "above",
+        "s",
+        "Age of the pack current reading (current sensor comm loss)",
+        lambda i: i.snapshot.pack_current_age_s,
+    ),
+    Quantity(
+        "switchbox_silence_s",
+        "above",
+        "s",
+        "Age of the contactor feedback (switch box comm loss)",
+        lambda i: i.snapshot.contactors_age_s,
+    ),
+    Quantity(
+        "implausible_reading_count",
+        "above",
+        "",
+        "Fresh cell voltages and temperatures outside their physical range",
+        lambda i: float(i.snapshot.cell_voltage_out_of_range + i.snapshot.temp_out_of_range),
+    ),
+    Quantity(
+        "cell_voltage_frozen_s",
+        "above",
+        "s",
+        "Longest time a fresh cell voltage has not changed at all (frozen sensor)",
+        lambda i: i.snapshot.cell_voltage_frozen_s,
+    ),
+    Quantity(
+        "pack_voltage_deviation_pct",
+        "above",
+        "%",
+        "Measured pack voltage against the sum of cell voltages, in % of the pack voltage",
+        _deviation_pct,
+    ),
+    Quantity(
+        "unexpected_module_count",
+        "above",
+        "",
+        "Node ids sending module frames that the configuration does not list",
+        lambda i: float(i.unexpected_modules),
+    ),
+    Quantity(
+        "module_error_count",
+        "above",
+        "",
+        "Modules reporting error flags in their status",
+        lambda i: float((i.snapshot.module_error_flags != 0).sum()),
+    ),
+    Quantity(
+        "current_sensor_error",
+        "above",
+        "",
+        "1 when the current sensor reports an error bit",
+        lambda i: 1.0 if i.snapshot.sensor_error_flags else 0.0,
+    ),
+    Quantity(
+        "contactor_mismatch_s",
+        "above",
+        "s",
+        "How long contactor feedback has disagreed with the command",
+        lambda i: i.contactor_mismatch_s,
+    ),
+    Quantity(
+        "open_current_a",
+        "above",
+        "A",
+        "Current flowing although the contactors are open (welded contactor)",
+        _weld_current,
+    ),
+    Quantity(
+        "open_bus_voltage_ratio",
+        "above",
+        "",
+        "Bus voltage over pack voltage although the contactors are open (welded contactor)",
+        _weld_bus_ratio,
+    ),
+    Quantity(
+        "precharge_current_a",
+        "above",
+        "A",
+        "Current through the precharge path while precharging",
+        _precharge_current,
+    ),
+    Quantity(
+        "precharge_failure",
+        "above",
+        "",
+        "1 when the bus voltage did not reach its share of the pack voltage in time",
+        lambda i: 1.0 if i.precharge_failed else 0.0,
+    ),
+    Quantity(
+        "can_bus_error_level",
+        "above",
+        "",
+        "Worst CAN bus state: 0 error-active, 1 error-passive, 2 bus-off or receiver dead",
+        lambda i: float(i.bus_error_level),
+    ),
+    Quantity(
+        "missed_ticks",
+        "above",
+        "",
+        "Control ticks missed just before this one (control loop overrun)",
+        lambda i: float(i.missed_ticks),
+    ),
+)
+
+QUANTITY_BY_NAME: dict[str, Quantity] = {q.name: q for q in QUANTITIES}

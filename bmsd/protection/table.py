@@ -1,0 +1,100 @@
+"""The fault table as data: each fault's quantity, levels, thresholds, debounce, delays, latch.
+
+A fault watches one quantity (bmsd.protection.quantities) and has up to three levels. Each
+level has its own threshold, a clear hysteresis, a debounce (consecutive-sample up/down counter:
+as many good samples to clear as bad ones to trip), a set delay after the debounce, a clear
+delay, and whether it latches (fatal levels always latch). Shipped defaults live in
+``etc/protection/*.toml``; a config selects one with ``protection.defaults`` and may override
+any key under ``[protection.faults.ID...]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bmsd.model.faults import FaultLevel
+from bmsd.protection.quantities import QUANTITY_BY_NAME
+from bmsd.schema import doc
+
+Blocks = Literal["charge", "discharge", "both", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSpec:
+    """One level of a fault."""
+
+    threshold: float = doc("Trips at or beyond this value (direction from the quantity)")
+    hysteresis: float = doc(
+        "Clears only this far back inside the threshold (same unit)", default=0.0
+    )
+    debounce_samples: int = doc(
+        "Consecutive bad ticks to trip; as many good ticks to clear", default=1
+    )
+    set_delay_s: float = doc(
+        "After the debounce, wait this long before setting", unit="s", default=0.0
+    )
+    clear_delay_s: float = doc(
+        "After the condition is gone, wait this long before clearing", unit="s", default=0.0
+    )
+    latch: bool = doc("Stay set until an explicit reset (fatal levels always latch)", default=False)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.hysteresis < 0:
+            problems.append(("hysteresis", "must not be negative"))
+        if not 1 <= self.debounce_samples <= 10_000:
+            problems.append(("debounce_samples", "must be between 1 and 10000"))
+        for key in ("set_delay_s", "clear_delay_s"):
+            if getattr(self, key) < 0:
+                problems.append((key, "must not be negative"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """One fault of the table."""
+
+    quantity: str = doc("Watched quantity (see the quantity table in docs/safety.md)")
+    description: str = doc("What it means for the operator", default="")
+    blocks: Blocks = doc(
+        "Which current a warning derates and which a fatal level stops", default="both"
+    )
+    enabled: bool = doc("Evaluate this fault", default=True)
+    info: LevelSpec | None = doc("Maximum operating limit: reported", default=None)
+    warning: LevelSpec | None = doc("Recommended safety limit: derate", default=None)
+    fatal: LevelSpec | None = doc("Maximum safety limit: open contactors, latch", default=None)
+
+    def levels(self) -> tuple[tuple[FaultLevel, LevelSpec], ...]:
+        found = (
+            (FaultLevel.INFO, self.info),
+            (FaultLevel.WARNING, self.warning),
+            (FaultLevel.FATAL, self.fatal),
+        )
+        return tuple((level, spec) for level, spec in found if spec is not None)
+
+    def check(self) -> list[tuple[str, str]]:
+        quantity = QUANTITY_BY_NAME.get(self.quantity)
+        if quantity is None:
+            return [
+                ("quantity", f"unknown quantity; use one of {', '.join(sorted(QUANTITY_BY_NAME))}")
+            ]
+        levels = self.levels()
+        if not levels:
+            return [("", "needs at least one of info, warning, fatal")]
+        problems: list[tuple[str, str]] = []
+        thresholds = [(level.label, spec.threshold) for level, spec in levels]
+        for (low_name, low), (high_name, high) in zip(thresholds, thresholds[1:], strict=False):
+            ordered = low <= high if quantity.direction == "above" else low >= high
+            if not ordered:
+                relation = "below" if quantity.direction == "above" else "above"
+                problems.append(
+                    (
+                        f"{high_name}.threshold",
+                        f"must lie beyond {low_name} ({low_name} {low} must be {relation} {high})",
+                    )
+                )
+        return problems
+
+    def latches(self, level: FaultLevel, spec: LevelSpec) -> bool:
+        return spec.latch or level is FaultLevel.FATAL
