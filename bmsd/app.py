@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,14 +18,18 @@ import can
 from bmsd.acquisition.ingest import Ingest
 from bmsd.acquisition.store import ReadingStore
 from bmsd.canbus.bus import CanInterface
-from bmsd.canbus.codec import FrameDecoder
+from bmsd.canbus.codec import FrameDecoder, FrameEncoder
 from bmsd.canbus.protocol import Protocol, load_protocol
 from bmsd.config import Config
 from bmsd.control.controller import Controller
 from bmsd.control.hub import StateHub
 from bmsd.control.loop import ControlLoop
 from bmsd.errors import BmsdError
+from bmsd.model.cell import CellModel
+from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
+from bmsd.protection.journal import FaultJournal
+from bmsd.protection.persistence import LatchedFaultStore
 from bmsd.sim.runner import build_simulated_pack, run_simulator
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,15 @@ class Daemon:
         self.protocol: Protocol = load_protocol(config.path(config.acquisition.protocol))
         self.decoder = FrameDecoder(self.protocol, self.topology)
         self.store = ReadingStore(self.topology)
-        self.controller = Controller(config, self.topology, self.store)
+        cell = CellModel.load(config.path(config.pack.cell_file))
+        self.cell_capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
+        self.controller = Controller(
+            config, self.topology, self.store, self.cell_capacity_ah, time.monotonic()
+        )
+        self.state_dir = config.path(config.state.directory)
+        self.latched_store = LatchedFaultStore(self.state_dir)
+        self.journal = FaultJournal(self.state_dir)
+        self.encoder = FrameEncoder(self.protocol, self.topology)
         self.hub = StateHub()
         self.buses = {
             name: CanInterface(name, bus, config.path(bus.record) if bus.record else None)
@@ -52,8 +65,60 @@ class Daemon:
             module_count=self.topology.module_count,
             module_timeout_s=config.acquisition.module_timeout_s,
             summary_interval_s=config.control.summary_log_interval_s,
+            bus_health=self.bus_error_level,
         )
+        self.loop.on_tick += [self._persist, self._send_contactor_command]
+        self._command_counter = 0
         self.stop_event: asyncio.Event | None = None
+
+    def restore(self) -> None:
+        """Bring back latched faults from the state directory (before the first tick)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        latched, problem = self.latched_store.load()
+        if problem:
+            log.error(
+                "latched-fault file %s unusable: %s; starting in fault (reset needed)",
+                self.latched_store.path,
+                problem,
+            )
+        elif latched:
+            log.warning(
+                "restored %d latched fault(s): %s", len(latched), ", ".join(sorted(latched))
+            )
+        self.controller.restore_latched(latched, time.monotonic(), damaged=bool(problem))
+
+    def bus_error_level(self) -> int:
+        """Worst bus: 0 error-active, 1 error-passive, 2 bus-off or receiver dead."""
+        worst = 0
+        for bus in self.buses.values():
+            if not bus.is_open:
+                continue
+            if bus.receiver_failed() is not None:
+                return 2
+            state = bus.bus_state()
+            if state is can.BusState.ERROR:
+                return 2
+            if state is can.BusState.PASSIVE:
+                worst = 1
+        return worst
+
+    def _persist(self, state: PackState) -> None:
+        self.latched_store.save_if_changed(state.faults)
+        self.journal.append(state.fault_events, state)
+
+    def _send_contactor_command(self, state: PackState) -> None:
+        if self.protocol.mapping.switchbox is None:
+            return
+        command = state.contactor_command
+        self._command_counter += 1
+        frame = self.encoder.switchbox_command(
+            minus=command.minus,
+            plus=command.plus,
+            precharge=command.precharge,
+            counter=self._command_counter,
+            timeout_s=self.config.protection.contactors.command_timeout_s,
+        )
+        self.buses[self.config.acquisition.bus].send(frame)
 
     def request_stop(self) -> None:
         if self.stop_event is not None:
@@ -65,6 +130,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         sim_bus: can.BusABC | None = None
+        self.restore()
         try:
             self._open_buses(loop)
             async with asyncio.TaskGroup() as tasks:

@@ -9,7 +9,7 @@ are checked exactly like the file.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,6 +115,11 @@ class AcquisitionConfig:
     module_timeout_s: float = doc(
         "A module's readings are stale after this long without a frame", unit="s", default=1.0
     )
+    temp_timeout_s: float = doc(
+        "A temperature is stale after this long (slaves send them less often than voltages)",
+        unit="s",
+        default=3.0,
+    )
     current_sensor_timeout_s: float = doc(
         "Pack current and voltage are stale after this long", unit="s", default=0.5
     )
@@ -139,7 +144,12 @@ class AcquisitionConfig:
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        for key in ("module_timeout_s", "current_sensor_timeout_s", "switchbox_timeout_s"):
+        for key in (
+            "module_timeout_s",
+            "temp_timeout_s",
+            "current_sensor_timeout_s",
+            "switchbox_timeout_s",
+        ):
             if getattr(self, key) <= 0:
                 problems.append((key, "must be positive"))
         for key in ("cell_voltage_range_v", "temp_range_c", "current_range_a"):
@@ -214,8 +224,8 @@ _OPPOSITE_QUANTITIES = (
 class ProtectionConfig:
     """Safe operating area and diagnostics: the fault table, and the contactor sequence."""
 
-    faults: dict[str, FaultSpec] = doc(
-        "The fault table: shipped defaults merged with the overrides of this file"
+    faults: dict[str, FaultSpec] = doc_factory(
+        "The fault table: shipped defaults merged with the overrides of this file", dict
     )
     defaults: tuple[str, ...] = doc(
         "Fault table files merged in order (etc/protection/*.toml); this file's "
@@ -241,10 +251,10 @@ class ProtectionConfig:
         enabled = {fid: spec for fid, spec in self.faults.items() if spec.enabled}
         for high_q, low_q in _OPPOSITE_QUANTITIES:
             for high_id, high in enabled.items():
-                if high.quantity != high_q:
+                if high.quantity != high_q or not high.levels():
                     continue
                 for low_id, low in enabled.items():
-                    if low.quantity != low_q:
+                    if low.quantity != low_q or not low.levels():
                         continue
                     lowest_high = min(spec.threshold for _, spec in high.levels())
                     highest_low = max(spec.threshold for _, spec in low.levels())
@@ -404,7 +414,7 @@ class Config:
     logging: LoggingConfig = doc_factory("Logging", LoggingConfig)
     sim: SimConfig = doc_factory("Simulated pack", SimConfig)
     # Not a key of the file: the directory relative paths are resolved against.
-    base_dir: str = ""
+    base_dir: str = field(default="", metadata={"internal": True})
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
@@ -459,8 +469,6 @@ def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
     key came from.
     """
     raw = read_toml(path)
-    if "base_dir" in raw:
-        raise ConfigError([ConfigIssue(str(path), "base_dir", "unknown key")])
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
@@ -506,8 +514,9 @@ def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
                     return str(layer_file)
         return str(path)
 
-    data: dict[str, Any] = {**raw, "base_dir": str(base_dir)}
-    config = parse(Config, data, source=str(path), source_of=source_of)
+    config = replace(
+        parse(Config, raw, source=str(path), source_of=source_of), base_dir=str(base_dir)
+    )
     _check_files(config, path)
     return config
 

@@ -21,8 +21,9 @@ from bmsd.canbus.codec import FrameDecoder
 from bmsd.canbus.protocol import load_protocol
 from bmsd.config import RECORD_SUFFIXES, Config
 from bmsd.control.controller import Controller
-from bmsd.control.export import event_record, state_record
+from bmsd.control.export import event_record, fault_event_record, state_record
 from bmsd.errors import BmsdError
+from bmsd.model.cell import CellModel
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
 
@@ -46,7 +47,8 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
     store = ReadingStore(topology)
     stats = BusStats()
     ingest = Ingest(FrameDecoder(protocol, topology), store, stats)
-    controller = Controller(config, topology, store)
+    cell = CellModel.load(config.path(config.pack.cell_file))
+    controller: Controller | None = None
     tick_s = config.control.tick_s
     next_tick: float | None = None
     frames = 0
@@ -54,8 +56,11 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
 
     def tick(at: float) -> None:
         nonlocal last_state
+        assert controller is not None
         state, events = controller.step(at, at)
         last_state = state
+        for fault_event in state.fault_events:
+            out.write(json.dumps(fault_event_record(fault_event)) + "\n")
         for event in events:
             out.write(json.dumps(event_record(event)) + "\n")
         if state.tick % every == 0:
@@ -67,6 +72,8 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
             timestamp = float(message.timestamp)
             if next_tick is None:
                 next_tick = timestamp + tick_s
+                capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
+                controller = Controller(config, topology, store, capacity_ah, timestamp)
             while timestamp >= next_tick:
                 tick(next_tick)
                 next_tick += tick_s
@@ -83,4 +90,5 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
         raise BmsdError(f"{log_path}: cannot read log: {exc}") from exc
     if next_tick is not None:
         tick(next_tick)
-    return ReplayResult(frames=frames, ticks=controller.tick, stats=stats, last_state=last_state)
+    ticks = 0 if controller is None else controller.tick
+    return ReplayResult(frames=frames, ticks=ticks, stats=stats, last_state=last_state)

@@ -167,7 +167,11 @@ class _Parser:
 
     def dataclass(self, cls: type[T], raw: Mapping[str, Any], prefix: str) -> Any:
         hints = get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        fields = {
+            f.name: f
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.init and not f.metadata.get("internal")
+        }
         for name in raw:
             if name not in fields:
                 known = ", ".join(sorted(fields)) or "none"

@@ -11,7 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 SUMMARY = re.compile(
-    r"pack tick=(?P<tick>\d+) V=(?P<pack_v>[\d.]+|\?)V? I=(?P<current_a>[+-][\d.]+|\?)A? "
+    r"pack tick=(?P<tick>\d+) mode=(?P<mode>\w+) "
+    r"V=(?P<pack_v>[\d.]+|\?)V? I=(?P<current_a>[+-][\d.]+|\?)A? "
     r"cells=(?:(?P<cell_min>[\d.]+)\.\.(?P<cell_max>[\d.]+)V|\?).*?modules=(?P<modules>\d+/\d+)"
 )
 

@@ -24,9 +24,14 @@ NDArrayT = TypeVar("NDArrayT", bound=np.ndarray[Any, Any])
 class SnapshotBuilder:
     """Validates the store's latest readings into an immutable PackSnapshot."""
 
-    def __init__(self, topology: Topology, config: AcquisitionConfig) -> None:
+    def __init__(
+        self, topology: Topology, config: AcquisitionConfig, start_s: float = -math.inf
+    ) -> None:
         self._topology = topology
         self._config = config
+        # A source never heard from has been silent since the start, not forever: silence
+        # faults then trip after their own threshold, which gives slaves time to boot.
+        self._start_s = start_s
         sensor_of_cell = [topology.cell_temp_sensor(c) for c in range(topology.cells_per_module)]
         # Flat temperature index of the sensor nearest to every flat cell index.
         self._cell_sensor = np.array(
@@ -49,7 +54,7 @@ class SnapshotBuilder:
             cell_valid = cell_fresh & (cell_voltage_v >= v_low) & (cell_voltage_v <= v_high)
 
         temp_c = store.temp_c.reshape(-1).copy()
-        temp_fresh = (now - store.temp_at.reshape(-1)) <= config.module_timeout_s
+        temp_fresh = (now - store.temp_at.reshape(-1)) <= config.temp_timeout_s
         with np.errstate(invalid="ignore"):
             temp_valid = temp_fresh & (temp_c >= t_low) & (temp_c <= t_high)
 
@@ -87,7 +92,9 @@ class SnapshotBuilder:
         frozen_s = float((now - changed_at[cell_valid]).max()) if cell_valid.any() else 0.0
 
         contactors = store.contactors
-        contactors_age_s = math.inf if contactors is None else now - contactors.received_at
+        contactors_age_s = (
+            now - self._start_s if contactors is None else now - contactors.received_at
+        )
         if contactors_age_s > config.switchbox_timeout_s:
             contactors = None
 
@@ -107,7 +114,7 @@ class SnapshotBuilder:
             cell_temp_c=_frozen(cell_temp_c),
             cell_voltage=self._extremes(cell_voltage_v, cell_valid, cells=True),
             temperature=self._extremes(temp_c, temp_valid, cells=False),
-            module_age_s=_frozen(now - store.module_seen_at),
+            module_age_s=_frozen(now - np.maximum(store.module_seen_at, self._start_s)),
             module_error_flags=_frozen(store.module_error_flags.copy()),
             module_board_temp_c=_frozen(store.module_board_temp_c.copy()),
             module_measurement_request=_frozen(store.module_measurement_request.copy()),
@@ -125,13 +132,17 @@ class SnapshotBuilder:
             cell_voltage_out_of_range=int(np.count_nonzero(voltage_out)),
             temp_out_of_range=int(np.count_nonzero(temp_out)),
             cell_voltage_frozen_s=frozen_s,
+            unexpected_modules=sum(
+                1 for at in store.unexpected_nodes.values() if now - at <= config.module_timeout_s
+            ),
         )
 
-    @staticmethod
-    def _scalar(store: ReadingStore, quantity: Quantity, now: float) -> tuple[float | None, float]:
+    def _scalar(
+        self, store: ReadingStore, quantity: Quantity, now: float
+    ) -> tuple[float | None, float]:
         found = store.scalar(quantity)
         if found is None:
-            return None, math.inf
+            return None, now - self._start_s
         value, received_at = found
         return value, now - received_at
 

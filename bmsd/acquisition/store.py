@@ -22,6 +22,7 @@ from bmsd.model.readings import (
     ScalarReading,
     SensorStatus,
     TemperatureGroup,
+    UnexpectedModule,
 )
 from bmsd.model.topology import Topology
 
@@ -51,6 +52,7 @@ class ReadingStore:
         self.scalars: dict[Quantity, tuple[float, float]] = {}
         self.sensor_status: dict[str, tuple[int, float]] = {}
         self.contactors: ContactorFeedback | None = None
+        self.unexpected_nodes: dict[int, float] = {}
         self.readings_applied = 0
 
     def apply(self, reading: Reading) -> None:
@@ -90,6 +92,8 @@ class ReadingStore:
             self.sensor_status[reading.source] = (reading.flags, reading.received_at)
         elif isinstance(reading, ContactorFeedback):
             self.contactors = reading
+        elif isinstance(reading, UnexpectedModule):
+            self.unexpected_nodes[reading.node_id] = reading.received_at
 
     def scalar(self, quantity: Quantity) -> tuple[float, float] | None:
         """(value, received_at) of a pack quantity, or None if never received."""

@@ -26,6 +26,7 @@ from bmsd.model.readings import (
     ScalarReading,
     SensorStatus,
     TemperatureGroup,
+    UnexpectedModule,
 )
 from bmsd.model.topology import Topology
 
@@ -54,6 +55,7 @@ class FrameDecoder:
         self._handlers: dict[int, _Handler] = {}
         self._build_module_handlers()
         self._build_sensor_handlers()
+        self._build_stranger_handlers()
 
     @property
     def message_names(self) -> tuple[str, ...]:
@@ -133,6 +135,26 @@ class FrameDecoder:
                     _Handler(message_name, message, build),
                 )
 
+    def _build_stranger_handlers(self) -> None:
+        """Module frames of node ids not in the config: seen, counted, never trusted."""
+        modules = self._protocol.mapping.modules
+        configured = set(self._topology.module_node_ids)
+        names = [modules.cell_voltages.message, modules.temperatures.message]
+        if modules.status is not None:
+            names.append(modules.status.message)
+        for name in names:
+            message = self._protocol.message(name)
+            for node_id in range(256):
+                if node_id in configured:
+                    continue
+                frame_id = message.frame_id + node_id * modules.node_id_stride
+                key = _frame_key(frame_id, message.is_extended_frame)
+                if key in self._handlers or frame_id > (
+                    0x1FFFFFFF if message.is_extended_frame else 0x7FF
+                ):
+                    continue  # another device's id: that device wins
+                self._handlers[key] = _Handler(name, message, _stranger_builder(node_id))
+
     def _build_sensor_handlers(self) -> None:
         mapping = self._protocol.mapping
         sensor = mapping.current_sensor
@@ -210,6 +232,13 @@ def _grouped_builder(
             raise ValueError(f"group {first // per_group} is beyond the module's {count} values")
         values = tuple(float(signals[name]) * scale + offset for name in names[: count - first])
         return [kind(module, first, values, received_at)]
+
+    return build
+
+
+def _stranger_builder(node_id: int) -> Builder:
+    def build(signals: Signals, received_at: float) -> list[Reading]:
+        return [UnexpectedModule(node_id, received_at)]
 
     return build
 

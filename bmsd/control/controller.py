@@ -1,34 +1,68 @@
-"""One control tick as a synchronous step: snapshot -> decisions -> PackState (+ events).
+"""One control tick as a synchronous step: snapshot -> protection -> state machine -> PackState.
 
 Time is passed in, so the same step runs live (monotonic clock) and in replay (the log's
-clock). Protection, balancing and estimation plug in here, in that order; the BMS state
-machine runs last, to keep the time from reading to reacting short.
+clock). Order within a tick: requests (reset, close, open) are answered first; then the fault
+table is evaluated on the fresh snapshot; then the BMS state machine runs last, to keep the
+time from reading to reacting short.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from bmsd.acquisition.snapshot import SnapshotBuilder
 from bmsd.acquisition.store import ReadingStore
 from bmsd.config import Config
+from bmsd.model.bms import BmsMode, Reply, Request
 from bmsd.model.events import Event
+from bmsd.model.faults import FaultEvent, FaultState
 from bmsd.model.snapshot import PackSnapshot
 from bmsd.model.state import PackState, TickTiming
 from bmsd.model.topology import Topology
+from bmsd.protection.faults import evaluate, initial_state, reset_latched, restore_latched
+from bmsd.protection.quantities import ProtectionInputs
+from bmsd.protection.statemachine import (
+    MachineInputs,
+    answer_request,
+    initial_machine,
+    step_machine,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A request to the control loop, with who asked (for the audit trail)."""
+
+    request: Request
+    origin: str
 
 
 class Controller:
     """Turns the reading store into one PackState per tick."""
 
-    def __init__(self, config: Config, topology: Topology, store: ReadingStore) -> None:
+    def __init__(
+        self,
+        config: Config,
+        topology: Topology,
+        store: ReadingStore,
+        cell_capacity_ah: float,
+        start_s: float,
+    ) -> None:
         self._config = config
         self._topology = topology
         self._store = store
-        self._builder = SnapshotBuilder(topology, config.acquisition)
+        self._builder = SnapshotBuilder(topology, config.acquisition, start_s)
+        self._table = config.protection.faults
+        self._faults: FaultState = initial_state(self._table)
+        self._machine = initial_machine(start_s)
+        self._pack_capacity_ah = cell_capacity_ah * topology.cells_in_parallel * topology.strings
         self._tick = 0
+        self._mismatch_since: float | None = None
+        self._state_file_damaged = False
         self._module_fresh = np.zeros(topology.module_count, dtype=np.bool_)
         self._current_fresh = False
         self._contactors_fresh = False
@@ -37,47 +71,170 @@ class Controller:
     def tick(self) -> int:
         return self._tick
 
+    @property
+    def faults(self) -> FaultState:
+        return self._faults
+
+    def restore_latched(
+        self, latched: dict[str, dict[str, float | int | None]], now: float, *, damaged: bool
+    ) -> None:
+        """Re-latch faults persisted before a restart; the machine will start in FAULT.
+
+        ``damaged``: the file could not be read, so what was latched is unknown; the first
+        tick latches ``latched_faults_lost`` (fail safe: a reset is needed to run).
+        """
+        self._faults = restore_latched(self._faults, latched, now)
+        self._state_file_damaged = damaged
+
     def step(
-        self, now: float, wall_time: float, timing: TickTiming | None = None
+        self,
+        now: float,
+        wall_time: float,
+        *,
+        timing: TickTiming | None = None,
+        commands: Sequence[Command] = (),
+        bus_error_level: int = 0,
     ) -> tuple[PackState, list[Event]]:
         self._tick += 1
         snapshot = self._builder.build(self._store, self._tick, now)
+        data_ok = _data_ok(snapshot)
+        fault_events: list[FaultEvent] = []
+        replies = [
+            self._answer(command, snapshot, data_ok, now, fault_events) for command in commands
+        ]
+
+        inputs = self._protection_inputs(snapshot, now, timing, bus_error_level)
+        self._faults, evaluated = evaluate(self._faults, inputs, self._table, now)
+        fault_events.extend(evaluated)
+        before = self._machine
+        self._machine = step_machine(
+            before, self._machine_inputs(snapshot, data_ok, now), self._config.protection.contactors
+        )
+        machine = self._machine
         events = self._source_events(snapshot)
+        if machine.mode is not before.mode:
+            events.append(
+                Event(
+                    now,
+                    "mode",
+                    f"mode {before.mode.value} -> {machine.mode.value}: {machine.reason}",
+                    {"mode": machine.mode.value, "previous": before.mode.value},
+                )
+            )
         state = PackState(
             tick=self._tick,
             time_s=now,
             wall_time=wall_time,
             snapshot=snapshot,
             timing=timing,
+            mode=machine.mode,
+            mode_reason=machine.reason,
+            contactor_command=machine.command,
+            faults=self._faults,
+            fault_events=tuple(fault_events),
+            replies=tuple(replies),
+            data_ok=data_ok,
         )
         return state, events
 
+    # -- pieces of the tick ------------------------------------------------------------------
+
+    def _answer(
+        self,
+        command: Command,
+        snapshot: PackSnapshot,
+        data_ok: bool,
+        now: float,
+        fault_events: list[FaultEvent],
+    ) -> Reply:
+        reset_cleared = False
+        if command.request is Request.RESET:
+            before = len(self._faults.latched())
+            self._faults, events = reset_latched(self._faults, self._table, now, command.origin)
+            fault_events.extend(events)
+            reset_cleared = before > 0 and not self._faults.latched()
+        self._machine, reply = answer_request(
+            self._machine,
+            command.request,
+            self._machine_inputs(snapshot, data_ok, now),
+            reset_cleared,
+        )
+        return reply
+
+    def _machine_inputs(self, snapshot: PackSnapshot, data_ok: bool, now: float) -> MachineInputs:
+        return MachineInputs(
+            now=now,
+            has_fatal=self._faults.has_fatal,
+            data_ok=data_ok,
+            feedback=snapshot.contactors,
+            pack_voltage_v=snapshot.pack_voltage_v,
+            bus_voltage_v=snapshot.bus_voltage_v,
+            current_a=snapshot.pack_current_a,
+        )
+
+    def _protection_inputs(
+        self, snapshot: PackSnapshot, now: float, timing: TickTiming | None, bus_error_level: int
+    ) -> ProtectionInputs:
+        machine = self._machine
+        feedback = snapshot.contactors
+        if feedback is None or machine.command.matches(feedback):
+            self._mismatch_since = None
+        elif self._mismatch_since is None:
+            self._mismatch_since = now
+        contactors = self._config.protection.contactors
+        current = snapshot.pack_current_a
+        return ProtectionInputs(
+            snapshot=snapshot,
+            series_cells=self._topology.cells_per_string,
+            pack_capacity_ah=self._pack_capacity_ah,
+            charging=current is not None and current > self._config.protection.charge_detect_a,
+            contactor_mismatch_s=0.0
+            if self._mismatch_since is None
+            else now - self._mismatch_since,
+            open_settled=machine.command.all_open
+            and machine.opened_at is not None
+            and now - machine.opened_at >= contactors.weld_check_delay_s,
+            precharging=machine.mode is BmsMode.PRECHARGE and machine.step == "precharge",
+            precharge_failed=machine.precharge_failed,
+            bus_error_level=bus_error_level,
+            missed_ticks=0 if timing is None else timing.missed_this_tick,
+            state_file_damaged=self._consume_damage_flag(),
+        )
+
+    def _consume_damage_flag(self) -> bool:
+        damaged, self._state_file_damaged = self._state_file_damaged, False
+        return damaged
+
     def _source_events(self, snapshot: PackSnapshot) -> list[Event]:
-        """Report sources going silent or coming back (faults are protection's job)."""
+        """Report sources going silent or coming back (the faults judge what that means)."""
         events: list[Event] = []
         now = snapshot.time_s
         fresh = snapshot.module_age_s <= self._config.acquisition.module_timeout_s
         for module in np.flatnonzero(fresh != self._module_fresh):
             module_index = int(module)
             node_id = self._topology.module_node_ids[module_index]
+            fields: dict[str, str | int | float | bool] = {
+                "module": module_index,
+                "node_id": node_id,
+            }
             if fresh[module_index]:
                 events.append(
                     Event(
                         now,
                         "module_online",
                         f"module {module_index} (node {node_id}) reports",
-                        {"module": module_index, "node_id": node_id},
+                        fields,
                     )
                 )
             else:
                 age = float(snapshot.module_age_s[module_index])
+                since = "" if math.isinf(age) else f" for {age:.2f} s"
                 events.append(
                     Event(
                         now,
                         "module_silent",
-                        f"module {module_index} (node {node_id}) silent"
-                        + ("" if math.isinf(age) else f" for {age:.2f} s"),
-                        {"module": module_index, "node_id": node_id},
+                        f"module {module_index} (node {node_id}) silent{since}",
+                        fields,
                     )
                 )
         self._module_fresh = fresh
@@ -92,3 +249,14 @@ class Controller:
             events.append(Event(now, kind, kind.replace("_", " ")))
             self._contactors_fresh = contactors_fresh
         return events
+
+
+def _data_ok(snapshot: PackSnapshot) -> bool:
+    """Every reading the protection relies on is present and valid: otherwise fail safe."""
+    return (
+        snapshot.all_cells_valid
+        and snapshot.all_temps_valid
+        and snapshot.pack_current_a is not None
+        and snapshot.pack_voltage_v is not None
+        and snapshot.contactors is not None
+    )

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from bmsd.model.events import Event
+from bmsd.model.faults import FaultEvent
 from bmsd.model.snapshot import Extremes
 from bmsd.model.state import PackState
 
@@ -36,6 +37,11 @@ def state_record(state: PackState) -> dict[str, Any]:
         "type": "state",
         "tick": state.tick,
         "time_s": round(state.time_s, 6),
+        "mode": state.mode.value,
+        "mode_reason": state.mode_reason,
+        "data_ok": state.data_ok,
+        "active_faults": [level.key for level in state.faults.active()],
+        "latched_faults": [level.key for level in state.faults.latched()],
         "pack_current_a": _num(snap.pack_current_a, 3),
         "pack_voltage_v": _num(snap.pack_voltage_v, 3),
         "bus_voltage_v": _num(snap.bus_voltage_v, 2),
@@ -61,6 +67,19 @@ def state_record(state: PackState) -> dict[str, Any]:
     }
 
 
+def fault_event_record(event: FaultEvent) -> dict[str, Any]:
+    return {
+        "type": "fault",
+        "time_s": round(event.time_s, 6),
+        "change": event.kind,
+        "fault": event.fault_id,
+        "level": event.level.label,
+        "value": event.value,
+        "threshold": event.threshold,
+        "message": event.message,
+    }
+
+
 def event_record(event: Event) -> dict[str, Any]:
     return {
         "type": "event",
@@ -74,7 +93,7 @@ def event_record(event: Event) -> dict[str, Any]:
 def summary_line(state: PackState, module_count: int, module_timeout_s: float) -> str:
     """One human line describing the pack (the periodic log line and sd_notify STATUS)."""
     snap = state.snapshot
-    parts = [f"tick={state.tick}"]
+    parts = [f"tick={state.tick}", f"mode={state.mode.value}"]
     parts.append("V=" + ("?" if snap.pack_voltage_v is None else f"{snap.pack_voltage_v:.2f}V"))
     parts.append("I=" + ("?" if snap.pack_current_a is None else f"{snap.pack_current_a:+.1f}A"))
     cells = snap.cell_voltage

@@ -2,6 +2,7 @@
 
 Ticks are scheduled on absolute times (no drift). A tick that starts more than one period
 late counts the periods it missed and skips them rather than running a burst of stale ticks.
+Commands (reset, close, open) arrive through one queue and are answered at the next tick.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bmsd.control.controller import Controller
+from bmsd.control.controller import Command, Controller
 from bmsd.control.export import summary_line
 from bmsd.control.hub import StateHub
-from bmsd.model.state import TickTiming
+from bmsd.model.bms import Reply
+from bmsd.model.faults import FaultEvent, FaultLevel
+from bmsd.model.state import PackState, TickTiming
 
 log = logging.getLogger(__name__)
+
+TickHook = Callable[[PackState], None]
 
 
 @dataclass(slots=True)
@@ -43,6 +48,7 @@ class ControlLoop:
         module_count: int,
         module_timeout_s: float,
         summary_interval_s: float,
+        bus_health: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._controller = controller
@@ -52,8 +58,16 @@ class ControlLoop:
         self._module_count = module_count
         self._module_timeout_s = module_timeout_s
         self._summary_interval_s = summary_interval_s
+        self._bus_health = bus_health
+        self._commands: asyncio.Queue[tuple[Command, asyncio.Future[Reply]]] = asyncio.Queue()
         self.stats = LoopStats()
-        self.on_tick: list[Callable[[], None]] = []
+        self.on_tick: list[TickHook] = []
+
+    async def submit(self, command: Command) -> Reply:
+        """Queue a command for the next tick and wait for its answer."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        await self._commands.put((command, future))
+        return await future
 
     async def run(self, stop: asyncio.Event) -> None:
         tick_s = self._tick_s
@@ -74,14 +88,43 @@ class ControlLoop:
                 next_at += missed * tick_s
                 log.warning("control loop overran: %d tick(s) missed", missed)
             timing = TickTiming(
-                next_at, started, self.stats.last_duration_s, self.stats.missed_ticks
+                next_at,
+                started,
+                self.stats.last_duration_s,
+                self.stats.missed_ticks,
+                max(missed, 0),
             )
-            state, events = self._controller.step(started, time.time(), timing)
+            pending = []
+            while not self._commands.empty():
+                pending.append(self._commands.get_nowait())
+            state, events = self._controller.step(
+                started,
+                time.time(),
+                timing=timing,
+                commands=[command for command, _ in pending],
+                bus_error_level=self._bus_health(),
+            )
             self._hub.publish(state)
+            for (command, future), reply in zip(pending, state.replies, strict=True):
+                log.warning(
+                    "request %s from %s: %s (%s)",
+                    command.request.value,
+                    command.origin,
+                    reply.answer.value,
+                    reply.reason,
+                    extra={"fields": {"request": command.request.value, "origin": command.origin}},
+                )
+                if not future.done():
+                    future.set_result(reply)
+            for fault_event in state.fault_events:
+                _log_fault_event(fault_event)
             for event in events:
                 log.info(event.message, extra={"fields": {"event": event.kind, **event.fields}})
-            for callback in self.on_tick:
-                callback()
+            for hook in self.on_tick:
+                try:
+                    hook(state)
+                except Exception:  # an I/O hook must never stop the control loop
+                    log.exception("tick hook %s failed", getattr(hook, "__qualname__", hook))
             finished = self._clock()
             duration = finished - started
             stats = self.stats
@@ -93,3 +136,27 @@ class ControlLoop:
                 next_summary = finished + self._summary_interval_s
                 log.info("pack %s", summary_line(state, self._module_count, self._module_timeout_s))
             next_at += tick_s
+
+
+def _log_fault_event(event: FaultEvent) -> None:
+    if event.kind == "set":
+        level = {FaultLevel.INFO: logging.INFO, FaultLevel.WARNING: logging.WARNING}.get(
+            event.level, logging.ERROR
+        )
+    elif event.kind in ("reset", "reset_refused"):
+        level = logging.WARNING  # resets are audited
+    else:
+        level = logging.INFO
+    log.log(
+        level,
+        event.message,
+        extra={
+            "fields": {
+                "fault": event.fault_id,
+                "level": event.level.label,
+                "change": event.kind,
+                "value": event.value,
+                "threshold": event.threshold,
+            }
+        },
+    )

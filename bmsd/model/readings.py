@@ -72,6 +72,14 @@ class ScalarReading:
 
 
 @dataclass(frozen=True, slots=True)
+class UnexpectedModule:
+    """A module frame from a node id the configuration does not list."""
+
+    node_id: int
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class SensorStatus:
     """A status signal of the current sensor; any bit set marks its readings faulty."""
 
@@ -98,4 +106,5 @@ Reading = (
     | ScalarReading
     | SensorStatus
     | ContactorFeedback
+    | UnexpectedModule
 )

@@ -70,6 +70,7 @@ class PackSnapshot:
     cell_voltage_out_of_range: int = 0
     temp_out_of_range: int = 0
     cell_voltage_frozen_s: float = 0.0
+    unexpected_modules: int = 0  # node ids sending module frames the config does not list
 
     @property
     def all_cells_valid(self) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bmsd.model.bms import BmsMode, ContactorCommand, Reply
+from bmsd.model.faults import FaultEvent, FaultState
 from bmsd.model.snapshot import PackSnapshot
 
 
@@ -17,8 +19,9 @@ class TickTiming:
 
     scheduled_at: float
     started_at: float
-    duration_s: float
-    missed_ticks: int
+    duration_s: float  # of the previous tick (this one is still running)
+    missed_ticks: int  # since start
+    missed_this_tick: int = 0  # periods skipped just before this tick
 
     @property
     def lateness_s(self) -> float:
@@ -34,3 +37,10 @@ class PackState:
     wall_time: float
     snapshot: PackSnapshot
     timing: TickTiming | None
+    mode: BmsMode
+    mode_reason: str
+    contactor_command: ContactorCommand
+    faults: FaultState
+    fault_events: tuple[FaultEvent, ...]
+    replies: tuple[Reply, ...]
+    data_ok: bool  # every cell, temperature, current and contactor reading valid

@@ -39,7 +39,7 @@ class ProtectionInputs:
     precharge_failed: bool
     bus_error_level: int  # worst bus: 0 active, 1 error-passive, 2 bus-off or receiver dead
     missed_ticks: int  # ticks the control loop missed just before this one
-    unexpected_modules: int  # node ids sending module frames that the config does not list
+    state_file_damaged: bool = False  # latched faults could not be restored at start
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +261,7 @@ QUANTITIES: tuple[Quantity, ...] = (
         "above",
         "",
         "Node ids sending module frames that the configuration does not list",
-        lambda i: float(i.unexpected_modules),
+        lambda i: float(i.snapshot.unexpected_modules),
     ),
     Quantity(
         "module_error_count",
@@ -318,6 +318,13 @@ QUANTITIES: tuple[Quantity, ...] = (
         "",
         "Worst CAN bus state: 0 error-active, 1 error-passive, 2 bus-off or receiver dead",
         lambda i: float(i.bus_error_level),
+    ),
+    Quantity(
+        "state_file_damaged",
+        "above",
+        "",
+        "1 on the first tick when the latched-fault file was damaged (latches may be lost)",
+        lambda i: 1.0 if i.state_file_damaged else 0.0,
     ),
     Quantity(
         "missed_ticks",

@@ -10,6 +10,7 @@ any key under ``[protection.faults.ID...]``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,7 +85,7 @@ class FaultSpec:
             return [("", "needs at least one of info, warning, fatal")]
         problems: list[tuple[str, str]] = []
         thresholds = [(level.label, spec.threshold) for level, spec in levels]
-        for (low_name, low), (high_name, high) in zip(thresholds, thresholds[1:], strict=False):
+        for (low_name, low), (high_name, high) in itertools.pairwise(thresholds):
             ordered = low <= high if quantity.direction == "above" else low >= high
             if not ordered:
                 relation = "below" if quantity.direction == "above" else "above"

@@ -200,7 +200,9 @@ class SimulatedPack:
     def _step_cells(self, dt_s: float) -> None:
         topology = self._topology
         pack_v = self.pack_voltage_v
-        current_a = self._load.current_a(self.time_s)
+        # The load (the inverter) can only draw or push current through closed contactors.
+        connected = self.minus_closed and self.plus_closed
+        current_a = self._load.current_a(self.time_s) if connected else 0.0
         if self.precharge_closed and self.minus_closed and not self.plus_closed:
             # The link capacitor charges through the precharge resistor: a discharge current.
             current_a = -(pack_v - self.bus_voltage_v) / self._sim.precharge_resistor_ohm
