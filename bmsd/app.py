@@ -24,6 +24,7 @@ from bmsd.config import Config
 from bmsd.control.controller import Controller
 from bmsd.control.hub import StateHub
 from bmsd.control.loop import ControlLoop
+from bmsd.control.socket import ControlServer, socket_path
 from bmsd.errors import BmsdError
 from bmsd.model.cell import CellModel
 from bmsd.model.state import PackState
@@ -68,6 +69,7 @@ class Daemon:
             bus_health=self.bus_error_level,
         )
         self.loop.on_tick += [self._persist, self._send_contactor_command]
+        self.control_server = ControlServer(socket_path(self.state_dir), self.loop.submit)
         self._command_counter = 0
         self.stop_event: asyncio.Event | None = None
 
@@ -133,6 +135,7 @@ class Daemon:
         self.restore()
         try:
             self._open_buses(loop)
+            await self.control_server.start()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.loop.run(stop), name="control")
                 if self.config.sim.enabled:
@@ -150,6 +153,7 @@ class Daemon:
                     ", simulated pack" if self.config.sim.enabled else "",
                 )
         finally:
+            await self.control_server.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             if sim_bus is not None:

@@ -1,4 +1,4 @@
-"""Command line: ``bmsd run | check-config | replay | sim``.
+"""Command line: ``bmsd run | check-config | replay | sim | faults``.
 
 Every command that reads a config accepts ``--set section.key=value`` (repeatable); the
 override is validated exactly like the file. Exit codes: 0 success, 1 runtime failure,
@@ -60,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = commands.add_parser("sim", help="run the simulated pack alone on the configured bus")
     _add_config_args(sim)
+
+    faults = commands.add_parser(
+        "faults", help="list the fault journal and the latched faults; --reset resets them"
+    )
+    _add_config_args(faults)
+    faults.add_argument("--last", type=int, default=20, help="journal entries to show (0: all)")
+    faults.add_argument("--json", action="store_true", help="print JSON lines")
+    faults.add_argument(
+        "--reset",
+        action="store_true",
+        help="ask the running daemon to reset latched faults (audited; refused while a cause "
+        "is present)",
+    )
     return parser
 
 
@@ -184,11 +197,61 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_faults(args: argparse.Namespace) -> int:
+    import getpass
+    import json
+    import socket as socket_module
+
+    from bmsd.control.socket import send_request, socket_path
+    from bmsd.model.bms import Request
+    from bmsd.protection.journal import read_journal
+    from bmsd.protection.persistence import LatchedFaultStore
+
+    config = _load(args.config, args.overrides)
+    state_dir = config.path(config.state.directory)
+    if args.reset:
+        origin = f"bmsd faults --reset by {getpass.getuser()}@{socket_module.gethostname()}"
+        answer = send_request(socket_path(state_dir), Request.RESET, origin)
+        print(f"reset {answer.get('answer', '?')}: {answer.get('reason', '')}")
+        return EXIT_OK if answer.get("answer") == "accepted" else EXIT_FAILURE
+    latched, problem = LatchedFaultStore(state_dir).load()
+    records = read_journal(state_dir)
+    if args.last:
+        records = records[-args.last :]
+    if args.json:
+        for record in records:
+            print(json.dumps(record))
+        return EXIT_OK
+    if problem:
+        print(f"latched-fault file unusable: {problem}")
+    print(f"latched faults: {', '.join(sorted(latched)) if latched else 'none'}")
+    if not records:
+        print(f"fault journal: empty ({state_dir})")
+        return EXIT_OK
+    print(f"fault journal ({len(records)} most recent, oldest first):")
+    import time as time_module
+
+    for record in records:
+        stamp = time_module.strftime(
+            "%Y-%m-%d %H:%M:%S", time_module.localtime(float(record.get("wall_time", 0)))
+        )
+        frame = record.get("freeze_frame") or {}
+        context = (
+            f"  [cells {frame.get('cell_voltage_min_v')}..{frame.get('cell_voltage_max_v')} V, "
+            f"I {frame.get('pack_current_a')} A, mode {frame.get('mode')}]"
+            if frame
+            else ""
+        )
+        print(f"  {stamp}  {record.get('change', '?'):<13} {record.get('message', '')}{context}")
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": cmd_run,
     "check-config": cmd_check_config,
     "replay": cmd_replay,
     "sim": cmd_sim,
+    "faults": cmd_faults,
 }
 
 

@@ -99,9 +99,14 @@ class Controller:
         snapshot = self._builder.build(self._store, self._tick, now)
         data_ok = _data_ok(snapshot)
         fault_events: list[FaultEvent] = []
-        replies = [
-            self._answer(command, snapshot, data_ok, now, fault_events) for command in commands
-        ]
+        mode_changes: list[Event] = []
+        replies = []
+        for command in commands:
+            mode_before = self._machine.mode
+            replies.append(self._answer(command, snapshot, data_ok, now, fault_events))
+            _note_mode_change(
+                mode_changes, mode_before, self._machine.mode, self._machine.reason, now
+            )
 
         inputs = self._protection_inputs(snapshot, now, timing, bus_error_level)
         self._faults, evaluated = evaluate(self._faults, inputs, self._table, now)
@@ -112,15 +117,8 @@ class Controller:
         )
         machine = self._machine
         events = self._source_events(snapshot)
-        if machine.mode is not before.mode:
-            events.append(
-                Event(
-                    now,
-                    "mode",
-                    f"mode {before.mode.value} -> {machine.mode.value}: {machine.reason}",
-                    {"mode": machine.mode.value, "previous": before.mode.value},
-                )
-            )
+        _note_mode_change(mode_changes, before.mode, machine.mode, machine.reason, now)
+        events.extend(mode_changes)
         state = PackState(
             tick=self._tick,
             time_s=now,
@@ -249,6 +247,20 @@ class Controller:
             events.append(Event(now, kind, kind.replace("_", " ")))
             self._contactors_fresh = contactors_fresh
         return events
+
+
+def _note_mode_change(
+    events: list[Event], old: BmsMode, new: BmsMode, reason: str, now: float
+) -> None:
+    if old is not new:
+        events.append(
+            Event(
+                now,
+                "mode",
+                f"mode {old.value} -> {new.value}: {reason}",
+                {"mode": new.value, "previous": old.value},
+            )
+        )
 
 
 def _data_ok(snapshot: PackSnapshot) -> bool:
