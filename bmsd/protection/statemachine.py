@@ -107,7 +107,9 @@ def step_machine(
     if inputs.has_fatal and state.mode not in (BmsMode.FAULT, BmsMode.OPENING):
         if state.command.all_open:
             return _enter(state, BmsMode.FAULT, "", now, "fatal fault")
-        return _enter(state, BmsMode.OPENING, "wait_current", now, "fatal fault")
+        # Judge the current in this same tick: no tick lost between the fault and opening.
+        opening = _enter(state, BmsMode.OPENING, "wait_current", now, "fatal fault")
+        return _step_opening(opening, inputs, config)
     mode = state.mode
     if mode is BmsMode.INIT:
         if inputs.data_ok:
