@@ -99,3 +99,24 @@ def test_example_error_is_real_and_complete(rendered: str) -> None:
     for key in ("pack.cell_count", "control.tick_s", "protection.faults.cell_voltage_high.info"):
         assert f"  bmsd.toml: {key}" in rendered
     assert "$ echo $?\n2\n" in rendered
+
+
+def test_generated_regions_of_the_safety_document_are_current() -> None:
+    from bmsd.docs_tables import REGIONS, SAFETY_DOC, render_regions
+
+    text = SAFETY_DOC.read_text(encoding="utf-8")
+    for name in REGIONS:
+        assert f"<!-- BEGIN GENERATED: {name} -->" in text, f"region {name} missing"
+    assert render_regions(text) == text, "docs/safety.md is stale: run python -m bmsd.docs_gen"
+
+
+def test_every_shipped_fault_is_documented() -> None:
+    import tomllib
+
+    from bmsd.docs_tables import PROTECTION_DIR, SAFETY_DOC
+
+    text = SAFETY_DOC.read_text(encoding="utf-8")
+    for table in PROTECTION_DIR.glob("*.toml"):
+        with table.open("rb") as handle:
+            for fault_id in tomllib.load(handle):
+                assert f"`{fault_id}`" in text, f"{fault_id} of {table.name} not in docs/safety.md"
