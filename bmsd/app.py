@@ -22,6 +22,7 @@ from bmsd.canbus.codec import FrameDecoder, FrameEncoder
 from bmsd.canbus.protocol import Protocol, load_protocol
 from bmsd.config import Config
 from bmsd.control.controller import Controller
+from bmsd.control.export import explain_text
 from bmsd.control.hub import StateHub
 from bmsd.control.loop import ControlLoop
 from bmsd.control.socket import ControlServer, socket_path
@@ -69,7 +70,9 @@ class Daemon:
             bus_health=self.bus_error_level,
         )
         self.loop.on_tick += [self._persist, self._send_contactor_command]
-        self.control_server = ControlServer(socket_path(self.state_dir), self.loop.submit)
+        self.control_server = ControlServer(
+            socket_path(self.state_dir), self.loop.submit, self._explain
+        )
         self._command_counter = 0
         self.stop_event: asyncio.Event | None = None
 
@@ -87,6 +90,11 @@ class Daemon:
             log.warning(
                 "restored %d latched fault(s): %s", len(latched), ", ".join(sorted(latched))
             )
+            known = {level.key for level in self.controller.faults.levels}
+            for key in sorted(set(latched) - known):
+                log.warning(
+                    "latched fault %s is no longer in the enabled fault table: dropped", key
+                )
         self.controller.restore_latched(latched, time.monotonic(), damaged=bool(problem))
 
     def bus_error_level(self) -> int:
@@ -103,6 +111,10 @@ class Daemon:
             if state is can.BusState.PASSIVE:
                 worst = 1
         return worst
+
+    def _explain(self) -> str:
+        state = self.hub.latest
+        return "no tick yet" if state is None else explain_text(state)
 
     def _persist(self, state: PackState) -> None:
         self.latched_store.save_if_changed(state.faults)

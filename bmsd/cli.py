@@ -1,4 +1,4 @@
-"""Command line: ``bmsd run | check-config | replay | sim | faults``.
+"""Command line: ``bmsd run | check-config | replay | sim | faults | explain``.
 
 Every command that reads a config accepts ``--set section.key=value`` (repeatable); the
 override is validated exactly like the file. Exit codes: 0 success, 1 runtime failure,
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask the running daemon to reset latched faults (audited; refused while a cause "
         "is present)",
     )
+
+    explain = commands.add_parser(
+        "explain",
+        help="print the limits the daemon sends now (or at the end of a replayed log) and why",
+    )
+    _add_config_args(explain)
+    explain.add_argument("log", type=Path, nargs="?", help="CAN log to replay first")
     return parser
 
 
@@ -246,12 +254,35 @@ def cmd_faults(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from bmsd.control.export import explain_text
+
+    config = _load(args.config, args.overrides)
+    if args.log is None:
+        from bmsd.control.socket import send_request, socket_path
+
+        answer = send_request(socket_path(config.path(config.state.directory)), "explain", "cli")
+        print(answer.get("reason", ""))
+        return EXIT_OK
+    configure_logging("warning", "text")
+    from bmsd.replay import replay_log
+
+    with open(os.devnull, "w", encoding="utf-8") as sink:
+        result = replay_log(config, args.log, sink)
+    if result.last_state is None:
+        raise BmsdError(f"{args.log}: no frames to replay")
+    print(f"at the end of {args.log} ({result.frames} frames, {result.ticks} ticks):")
+    print(explain_text(result.last_state))
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": cmd_run,
     "check-config": cmd_check_config,
     "replay": cmd_replay,
     "sim": cmd_sim,
     "faults": cmd_faults,
+    "explain": cmd_explain,
 }
 
 
@@ -268,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bmsd: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours; silence the final flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bmsd.errors import ConfigError, ConfigIssue
+from bmsd.model.faults import FaultLevel
+from bmsd.protection.limits import LimitsConfig
 from bmsd.protection.table import FaultSpec
 from bmsd.schema import (
     deep_merge,
@@ -33,7 +35,10 @@ Chemistry = Literal["LFP", "NMC"]
 class PackConfig:
     """Pack topology: strings of modules of series cells, and the cells' chemistry."""
 
-    chemistry: Chemistry = doc("Cell chemistry; selects defaults and estimator behaviour")
+    chemistry: Chemistry = doc(
+        "Cell chemistry; must match the cell file (pick the matching protection and limits "
+        "tables in protection.defaults and limits.defaults)"
+    )
     cell_file: str = doc("Cell parameter file (OCV, resistance, thermal), see docs/cells.md")
     modules_per_string: int = doc("Slave modules in series in each string")
     cells_per_module: int = doc("Series cells (cell groups) measured by each module")
@@ -211,6 +216,15 @@ class ContactorConfig:
         return problems
 
 
+# Protection bmsd refuses to run without: every config must have a fatal level on these.
+_REQUIRED_FATAL_QUANTITIES = (
+    "cell_voltage_max_v",
+    "cell_voltage_min_v",
+    "module_silence_s",
+    "current_sensor_silence_s",
+    "contactor_mismatch_s",
+)
+
 # Pairs of (high quantity, low quantity) whose limits must not cross.
 _OPPOSITE_QUANTITIES = (
     ("cell_voltage_max_v", "cell_voltage_min_v"),
@@ -232,9 +246,6 @@ class ProtectionConfig:
         "[protection.faults.ID] tables override their keys",
         default=(),
     )
-    warning_derate_factor: float = doc(
-        "A warning limits the current it blocks to this share of the maximum", default=0.5
-    )
     charge_detect_a: float = doc(
         "Above this current the pack counts as charging (charge temperature window)",
         unit="A",
@@ -244,11 +255,20 @@ class ProtectionConfig:
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        if not 0.0 <= self.warning_derate_factor <= 1.0:
-            problems.append(("warning_derate_factor", "must be between 0 and 1"))
         if self.charge_detect_a < 0:
             problems.append(("charge_detect_a", "must not be negative"))
         enabled = {fid: spec for fid, spec in self.faults.items() if spec.enabled}
+        for quantity in _REQUIRED_FATAL_QUANTITIES:
+            if not any(
+                spec.quantity == quantity and spec.fatal is not None for spec in enabled.values()
+            ):
+                problems.append(
+                    (
+                        "faults",
+                        f"no enabled fault with a fatal level watches {quantity}: bmsd will not "
+                        "run without it (set protection.defaults to the shipped tables)",
+                    )
+                )
         for high_q, low_q in _OPPOSITE_QUANTITIES:
             for high_id, high in enabled.items():
                 if high.quantity != high_q or not high.levels():
@@ -409,6 +429,7 @@ class Config:
     can: dict[str, BusConfig] = doc("CAN buses by name")
     acquisition: AcquisitionConfig = doc("Acquisition of slave and sensor readings")
     protection: ProtectionConfig = doc("Safe operating area and diagnostics")
+    limits: LimitsConfig = doc_factory("Charge and discharge limits", LimitsConfig)
     control: ControlConfig = doc_factory("Control loop", ControlConfig)
     state: StateConfig = doc_factory("Persistent state", StateConfig)
     logging: LoggingConfig = doc_factory("Logging", LoggingConfig)
@@ -440,6 +461,7 @@ class Config:
                 problems.append(
                     (f"sim.faults[{index}].cell", f"must be below {self.pack.cells_per_module}")
                 )
+        problems.extend(self._limits_inside_faults())
         low, high = self.acquisition.cell_voltage_range_v
         for fault_id, spec in self.protection.faults.items():
             if spec.quantity not in ("cell_voltage_max_v", "cell_voltage_min_v"):
@@ -455,17 +477,56 @@ class Config:
                     )
         return problems
 
+    def _limits_inside_faults(self) -> list[tuple[str, str]]:
+        """The charge and discharge voltages must lie inside every warning of the fault table:
+        a CVL above the over-voltage warning would charge the pack into its own fault."""
+        problems: list[tuple[str, str]] = []
+        limits = self.limits
+        for fault_id, spec in self.protection.faults.items():
+            if not spec.enabled:
+                continue
+            levels = [
+                level_spec for level, level_spec in spec.levels() if level is not FaultLevel.INFO
+            ]
+            if not levels:
+                continue
+            if spec.quantity == "cell_voltage_max_v":
+                threshold = min(level_spec.threshold for level_spec in levels)
+                if limits.cell_charge_voltage_v >= threshold:
+                    problems.append(
+                        (
+                            "limits.cell_charge_voltage_v",
+                            f"{limits.cell_charge_voltage_v:g} V must lie below "
+                            f"protection.faults.{fault_id} ({threshold:g} V)",
+                        )
+                    )
+            elif spec.quantity == "cell_voltage_min_v":
+                threshold = max(level_spec.threshold for level_spec in levels)
+                if limits.cell_discharge_voltage_v <= threshold:
+                    problems.append(
+                        (
+                            "limits.cell_discharge_voltage_v",
+                            f"{limits.cell_discharge_voltage_v:g} V must lie above "
+                            f"protection.faults.{fault_id} ({threshold:g} V)",
+                        )
+                    )
+        return problems
+
     def path(self, value: str) -> Path:
         """Resolve a path from the config file against the config file's directory."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else Path(self.base_dir) / path
 
 
+# Sections that may pull shipped defaults from data files: section -> the table the files fill.
+_DEFAULTS_TARGETS = {"protection": "faults", "limits": ""}
+
+
 def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
     """Read, override and validate a config file; raise ConfigError naming every problem.
 
-    The fault table is assembled first: the files in ``protection.defaults`` are merged in
-    order, then this file's ``[protection.faults]`` on top. Each problem names the file its
+    ``protection.defaults`` (fault tables) and ``limits.defaults`` (limit curves) name data
+    files merged in order below what this file itself says. Each problem names the file its
     key came from.
     """
     raw = read_toml(path)
@@ -474,43 +535,16 @@ def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
         set_dotted(raw, key, value)
     raw_file = copy.deepcopy(raw)  # what this file itself says, for naming sources
     base_dir = path.resolve().parent
-    protection = raw.get("protection")
-    layers: list[tuple[str, dict[str, Any]]] = []
-    if isinstance(protection, dict):
-        defaults = protection.get("defaults", ())
-        if isinstance(defaults, list):
-            issues = []
-            for index, name in enumerate(defaults):
-                if not isinstance(name, str):
-                    continue  # reported as a type error by the parser
-                table_path = Path(name) if Path(name).is_absolute() else base_dir / name
-                try:
-                    layers.append((str(table_path), read_toml(table_path)))
-                except ConfigError as exc:
-                    issues.append(
-                        ConfigIssue(
-                            str(path),
-                            f"protection.defaults[{index}]",
-                            exc.issues[0].reason + f": {table_path}",
-                        )
-                    )
-            if issues:
-                raise ConfigError(issues)
-        merged: dict[str, Any] = {}
-        for _, layer in layers:
-            merged = deep_merge(merged, layer)
-        own_faults = protection.get("faults", {})
-        if isinstance(own_faults, dict):
-            merged = deep_merge(merged, own_faults)
-        else:
-            merged = {"": own_faults}  # not a table: reported by the parser
-        raw = {**raw, "protection": {**protection, "faults": merged}}
+    layers: list[tuple[str, str, dict[str, Any]]] = []  # (file, key prefix, data)
+    for section, target in _DEFAULTS_TARGETS.items():
+        merged_section = _merge_defaults(raw, section, target, path, base_dir, layers)
+        if merged_section is not None:
+            raw = {**raw, section: merged_section}
 
     def source_of(key: str) -> str:
-        if key.startswith("protection.faults.") and not has_dotted(raw_file, key):
-            relative = key.removeprefix("protection.faults.")
-            for layer_file, layer in reversed(layers):
-                if has_dotted(layer, relative):
+        if not has_dotted(raw_file, key):
+            for layer_file, prefix, layer in reversed(layers):
+                if key.startswith(prefix) and has_dotted(layer, key.removeprefix(prefix)):
                     return str(layer_file)
         return str(path)
 
@@ -519,6 +553,49 @@ def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
     )
     _check_files(config, path)
     return config
+
+
+def _merge_defaults(
+    raw: dict[str, Any],
+    section: str,
+    target: str,
+    path: Path,
+    base_dir: Path,
+    layers: list[tuple[str, str, dict[str, Any]]],
+) -> dict[str, Any] | None:
+    """The section with its ``defaults`` files merged under it, or None if nothing to do."""
+    table = raw.get(section)
+    if not isinstance(table, dict):
+        return None
+    defaults = table.get("defaults", ())
+    if not isinstance(defaults, list):
+        return None  # a type error the parser reports
+    issues = []
+    merged: dict[str, Any] = {}
+    prefix = f"{section}.{target}." if target else f"{section}."
+    for index, name in enumerate(defaults):
+        if not isinstance(name, str):
+            continue  # reported as a type error by the parser
+        file_path = Path(name) if Path(name).is_absolute() else base_dir / name
+        try:
+            layer = read_toml(file_path)
+        except ConfigError as exc:
+            reason = f"{exc.issues[0].reason}: {file_path}"
+            issues.append(ConfigIssue(str(path), f"{section}.defaults[{index}]", reason))
+            continue
+        layers.append((str(file_path), prefix, layer))
+        merged = deep_merge(merged, layer)
+    if issues:
+        raise ConfigError(issues)
+    if target:
+        own = table.get(target, {})
+        if not isinstance(own, dict):
+            return None  # a type error the parser reports
+        return {**table, target: deep_merge(merged, own)}
+    own_keys = {key: value for key, value in table.items()}
+    if "defaults" in merged:
+        merged.pop("defaults")
+    return deep_merge(merged, own_keys)
 
 
 def _check_files(config: Config, path: Path) -> None:
@@ -530,6 +607,20 @@ def _check_files(config: Config, path: Path) -> None:
     ):
         if not config.path(value).is_file():
             issues.append(ConfigIssue(str(path), key, f"file not found: {config.path(value)}"))
+    cell_path = config.path(config.pack.cell_file)
+    if cell_path.is_file():
+        from bmsd.model.cell import load_cell_file  # the cell model imports numpy: load late
+
+        cell = load_cell_file(cell_path)
+        if cell.cell.chemistry != config.pack.chemistry:
+            issues.append(
+                ConfigIssue(
+                    str(path),
+                    "pack.chemistry",
+                    f"is {config.pack.chemistry} but the cell file {cell_path.name} is "
+                    f"{cell.cell.chemistry}",
+                )
+            )
     if config.sim.enabled and config.sim.load.kind == "csv":
         csv_path = config.path(config.sim.load.csv_file)
         if not csv_path.is_file():

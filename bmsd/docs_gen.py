@@ -301,11 +301,8 @@ def rejected_example() -> tuple[str, str]:
     )
     with tempfile.TemporaryDirectory(prefix="bmsd-docs-") as tmp:
         directory = Path(tmp)
-        for name in (
-            "cells",
-            "protocols",
-            "protection",
-        ):  # so that only the three mistakes are reported
+        for name in ("cells", "protocols", "protection", "limits"):
+            # so that only the three mistakes are reported
             (directory / name).symlink_to(SIM_EXAMPLE.parent / name, target_is_directory=True)
         path = directory / "bmsd.toml"
         path.write_text(broken, encoding="utf-8")

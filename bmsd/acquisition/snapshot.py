@@ -67,6 +67,11 @@ class SnapshotBuilder:
         for flags, _at in store.sensor_status.values():
             sensor_error_flags |= flags
         current_a, current_age_s = self._scalar(store, Quantity.PACK_CURRENT_A, now)
+        current_fresh = current_a is not None and current_age_s <= config.current_sensor_timeout_s
+        measured_current_a = current_a if current_fresh and not sensor_error_flags else None
+        current_frozen_s = 0.0
+        if current_fresh:
+            current_frozen_s = now - store.scalar_changed_at.get(Quantity.PACK_CURRENT_A, now)
         low_a, high_a = config.current_range_a
         if current_a is not None and (
             current_age_s > config.current_sensor_timeout_s
@@ -132,6 +137,8 @@ class SnapshotBuilder:
             cell_voltage_out_of_range=int(np.count_nonzero(voltage_out)),
             temp_out_of_range=int(np.count_nonzero(temp_out)),
             cell_voltage_frozen_s=frozen_s,
+            pack_current_measured_a=measured_current_a,
+            pack_current_frozen_s=current_frozen_s,
             unexpected_modules=sum(
                 1 for at in store.unexpected_nodes.values() if now - at <= config.module_timeout_s
             ),

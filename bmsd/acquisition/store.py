@@ -50,6 +50,7 @@ class ReadingStore:
         self.module_measurement_request = np.zeros(modules, dtype=np.bool_)
         self.balancing_feedback = np.zeros((modules, cells), dtype=np.bool_)
         self.scalars: dict[Quantity, tuple[float, float]] = {}
+        self.scalar_changed_at: dict[Quantity, float] = {}
         self.sensor_status: dict[str, tuple[int, float]] = {}
         self.contactors: ContactorFeedback | None = None
         self.unexpected_nodes: dict[int, float] = {}
@@ -68,6 +69,9 @@ class ReadingStore:
             self.cell_voltage_at[module, first:end] = reading.received_at
             self.module_seen_at[module] = reading.received_at
         elif isinstance(reading, ScalarReading):
+            previous = self.scalars.get(reading.quantity)
+            if previous is None or previous[0] != reading.value:
+                self.scalar_changed_at[reading.quantity] = reading.received_at
             self.scalars[reading.quantity] = (reading.value, reading.received_at)
         elif isinstance(reading, TemperatureGroup):
             module, first = reading.module, reading.first_sensor

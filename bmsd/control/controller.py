@@ -9,6 +9,7 @@ time from reading to reacting short.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,9 @@ from bmsd.model.snapshot import PackSnapshot
 from bmsd.model.state import PackState, TickTiming
 from bmsd.model.topology import Topology
 from bmsd.protection.faults import evaluate, initial_state, reset_latched, restore_latched
-from bmsd.protection.quantities import ProtectionInputs
+from bmsd.protection.limits import LimitCalculator, inputs_from_snapshot
+from bmsd.protection.quantities import IMPLAUSIBLE_WINDOW_S, ProtectionInputs
+from bmsd.protection.reactions import fault_reaction
 from bmsd.protection.statemachine import (
     MachineInputs,
     answer_request,
@@ -59,10 +62,12 @@ class Controller:
         self._table = config.protection.faults
         self._faults: FaultState = initial_state(self._table)
         self._machine = initial_machine(start_s)
+        self._limits = LimitCalculator(config.limits)
         self._pack_capacity_ah = cell_capacity_ah * topology.cells_in_parallel * topology.strings
         self._tick = 0
         self._mismatch_since: float | None = None
         self._state_file_damaged = False
+        self._implausible_ticks: deque[float] = deque()
         self._module_fresh = np.zeros(topology.module_count, dtype=np.bool_)
         self._current_fresh = False
         self._contactors_fresh = False
@@ -83,7 +88,7 @@ class Controller:
         ``damaged``: the file could not be read, so what was latched is unknown; the first
         tick latches ``latched_faults_lost`` (fail safe: a reset is needed to run).
         """
-        self._faults = restore_latched(self._faults, latched, now)
+        self._faults = restore_latched(self._faults, latched, now, self._table)
         self._state_file_damaged = damaged
 
     def step(
@@ -116,6 +121,18 @@ class Controller:
             before, self._machine_inputs(snapshot, data_ok, now), self._config.protection.contactors
         )
         machine = self._machine
+        reaction = fault_reaction(self._faults, self._table, self._config.limits)
+        limits = self._limits.step(
+            inputs_from_snapshot(
+                snapshot,
+                series_cells=self._topology.cells_per_string,
+                contactors_closed=machine.mode is BmsMode.CLOSED,
+                charge_fault_factor=reaction.charge_factor,
+                discharge_fault_factor=reaction.discharge_factor,
+                fault_reason=reaction.reason,
+                data_ok=data_ok,
+            )
+        )
         events = self._source_events(snapshot)
         _note_mode_change(mode_changes, before.mode, machine.mode, machine.reason, now)
         events.extend(mode_changes)
@@ -132,6 +149,7 @@ class Controller:
             fault_events=tuple(fault_events),
             replies=tuple(replies),
             data_ok=data_ok,
+            limits=limits,
         )
         return state, events
 
@@ -156,6 +174,7 @@ class Controller:
             command.request,
             self._machine_inputs(snapshot, data_ok, now),
             reset_cleared,
+            latched_left=bool(self._faults.latched()),
         )
         return reply
 
@@ -181,6 +200,11 @@ class Controller:
             self._mismatch_since = now
         contactors = self._config.protection.contactors
         current = snapshot.pack_current_a
+        window = self._implausible_ticks
+        if snapshot.cell_voltage_out_of_range or snapshot.temp_out_of_range:
+            window.append(now)
+        while window and now - window[0] >= IMPLAUSIBLE_WINDOW_S:
+            window.popleft()
         return ProtectionInputs(
             snapshot=snapshot,
             series_cells=self._topology.cells_per_string,
@@ -197,6 +221,7 @@ class Controller:
             bus_error_level=bus_error_level,
             missed_ticks=0 if timing is None else timing.missed_this_tick,
             state_file_damaged=self._consume_damage_flag(),
+            implausible_recent_ticks=len(window),
         )
 
     def _consume_damage_flag(self) -> bool:

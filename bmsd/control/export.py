@@ -7,6 +7,7 @@ from typing import Any
 
 from bmsd.model.events import Event
 from bmsd.model.faults import FaultEvent
+from bmsd.model.limits import LIMIT_KINDS, LIMIT_UNITS, Limits
 from bmsd.model.snapshot import Extremes
 from bmsd.model.state import PackState
 
@@ -42,6 +43,7 @@ def state_record(state: PackState) -> dict[str, Any]:
         "data_ok": state.data_ok,
         "active_faults": [level.key for level in state.faults.active()],
         "latched_faults": [level.key for level in state.faults.latched()],
+        "limits": limits_record(state.limits),
         "pack_current_a": _num(snap.pack_current_a, 3),
         "pack_voltage_v": _num(snap.pack_voltage_v, 3),
         "bus_voltage_v": _num(snap.bus_voltage_v, 2),
@@ -65,6 +67,43 @@ def state_record(state: PackState) -> dict[str, Any]:
         ],
         "module_age_s": [_num(float(a), 3) for a in snap.module_age_s],
     }
+
+
+def limits_record(limits: Limits) -> dict[str, Any]:
+    """Each limit with the contributor that set it and every contributor's value and reason."""
+    record: dict[str, Any] = {}
+    for kind in LIMIT_KINDS:
+        top = limits.limiting(kind)
+        record[kind] = {
+            "value": round(limits.value(kind), 3),
+            "unit": LIMIT_UNITS[kind],
+            "set_by": top.name,
+            "reason": top.reason,
+            "contributors": {
+                c.name: {"value": round(c.value, 3), "reason": c.reason}
+                for c in limits.contributors(kind)
+            },
+        }
+    return record
+
+
+def explain_text(state: PackState) -> str:
+    """The limits the daemon sends, each with what set it and every other contributor."""
+    limits = state.limits
+    lines = [f"mode {state.mode.value} ({state.mode_reason}), tick {state.tick}"]
+    active = [level.key for level in state.faults.active()]
+    lines.append(f"active faults: {', '.join(active) if active else 'none'}")
+    for kind in LIMIT_KINDS:
+        lines.append(limits.explain(kind))
+        top = limits.limiting(kind)
+        for contributor in limits.contributors(kind):
+            if contributor is top:
+                continue
+            lines.append(
+                f"    {contributor.name:<14} {contributor.value:10.2f} {LIMIT_UNITS[kind]}  "
+                f"{contributor.reason}"
+            )
+    return "\n".join(lines)
 
 
 def fault_event_record(event: FaultEvent) -> dict[str, Any]:
@@ -94,6 +133,11 @@ def summary_line(state: PackState, module_count: int, module_timeout_s: float) -
     """One human line describing the pack (the periodic log line and sd_notify STATUS)."""
     snap = state.snapshot
     parts = [f"tick={state.tick}", f"mode={state.mode.value}"]
+    limits = state.limits
+    parts.append(
+        f"CVL={limits.charge_voltage_v:.1f}V CCL={limits.charge_current_a:.0f}A "
+        f"DCL={limits.discharge_current_a:.0f}A"
+    )
     parts.append("V=" + ("?" if snap.pack_voltage_v is None else f"{snap.pack_voltage_v:.2f}V"))
     parts.append("I=" + ("?" if snap.pack_current_a is None else f"{snap.pack_current_a:+.1f}A"))
     cells = snap.cell_voltage

@@ -49,9 +49,10 @@ def _peer(writer: asyncio.StreamWriter) -> str:
 class ControlServer:
     """Serves the control socket until closed."""
 
-    def __init__(self, path: Path, submit: Submit) -> None:
+    def __init__(self, path: Path, submit: Submit, explain: Callable[[], str]) -> None:
         self.path = path
         self._submit = submit
+        self._explain = explain
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -86,6 +87,8 @@ class ControlServer:
             return {"answer": "illegal", "reason": "request too long"}
         try:
             message = json.loads(line)
+            if message.get("request") == "explain":  # a query, not a request to the machine
+                return {"answer": "accepted", "reason": self._explain()}
             request = Request(message["request"])
             origin = str(message.get("origin", "unnamed"))[:200]
         except (ValueError, KeyError, TypeError):
@@ -96,16 +99,18 @@ class ControlServer:
 
 
 def send_request(
-    path: Path, request: Request, origin: str, timeout_s: float = 10.0
+    path: Path, request: Request | str, origin: str, timeout_s: float = 10.0
 ) -> dict[str, str]:
-    """Blocking client used by the CLI; raises BmsdError when no daemon answers."""
+    """Blocking client used by the CLI; raises BmsdError when no daemon answers.
+
+    ``request`` is a Request, or the query ``"explain"``.
+    """
+    name = request.value if isinstance(request, Request) else request
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.settimeout(timeout_s)
             client.connect(str(path))
-            client.sendall(
-                (json.dumps({"request": request.value, "origin": origin}) + "\n").encode()
-            )
+            client.sendall((json.dumps({"request": name, "origin": origin}) + "\n").encode())
             data = b""
             while not data.endswith(b"\n"):
                 chunk = client.recv(4096)

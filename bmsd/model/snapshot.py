@@ -71,6 +71,10 @@ class PackSnapshot:
     temp_out_of_range: int = 0
     cell_voltage_frozen_s: float = 0.0
     unexpected_modules: int = 0  # node ids sending module frames the config does not list
+    # The fresh current reading even when outside the sensor's range (then pack_current_a is
+    # None): an over-current beyond full scale must still reach the over-current faults.
+    pack_current_measured_a: float | None = None
+    pack_current_frozen_s: float = 0.0  # how long the fresh current reading has not changed
 
     @property
     def all_cells_valid(self) -> bool:

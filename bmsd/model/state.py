@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bmsd.model.bms import BmsMode, ContactorCommand, Reply
 from bmsd.model.faults import FaultEvent, FaultState
+from bmsd.model.limits import Limits
 from bmsd.model.snapshot import PackSnapshot
 
 
@@ -44,3 +45,4 @@ class PackState:
     fault_events: tuple[FaultEvent, ...]
     replies: tuple[Reply, ...]
     data_ok: bool  # every cell, temperature, current and contactor reading valid
+    limits: Limits  # what the inverter may do now, each with its contributors

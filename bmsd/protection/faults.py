@@ -35,11 +35,20 @@ def initial_state(table: dict[str, FaultSpec]) -> FaultState:
     )
 
 
+# Delays are compared with this slack: tick times are sums of floats (0.7 - 0.5 < 0.2), and a
+# delay must take the same number of ticks live and in replay, whatever the clock origin.
+TIME_EPSILON_S = 1e-6
+
+
 def judge(value: float, spec: LevelSpec, direction: Direction, tripped: bool) -> bool:
-    """Is this sample bad? Hysteresis applies once tripped."""
+    """Is this sample bad? Once tripped, good only when back inside by more than the hysteresis.
+
+    With no hysteresis a value held exactly at the threshold therefore stays bad: a flag or
+    count quantity (an error bit at 1, bus-off at 2) must not flap or let a reset through.
+    """
     if direction == "above":
-        return value > spec.threshold - spec.hysteresis if tripped else value >= spec.threshold
-    return value < spec.threshold + spec.hysteresis if tripped else value <= spec.threshold
+        return value >= spec.threshold - spec.hysteresis if tripped else value >= spec.threshold
+    return value <= spec.threshold + spec.hysteresis if tripped else value <= spec.threshold
 
 
 def step_level(
@@ -50,7 +59,11 @@ def step_level(
     now: float,
     latches: bool,
 ) -> tuple[LevelState, str | None]:
-    """Advance one level by one sample; returns the new state and "set"/"clear"/None."""
+    """Advance one level by one sample; returns the new state and "set"/"clear"/None.
+
+    ``None`` (cannot judge) holds the counter and never clears a level, but a level already
+    tripped still sets when its delay runs out: missing data must not postpone a fault.
+    """
     counter, tripped, tripped_since = state.counter, state.tripped, state.tripped_since
     if value is not None:
         bad = judge(value, spec, direction, tripped or state.active)
@@ -61,7 +74,10 @@ def step_level(
             tripped, tripped_since = False, None
     new = replace(state, counter=counter, tripped=tripped, tripped_since=tripped_since)
     if not new.active:
-        if tripped and tripped_since is not None and now - tripped_since >= spec.set_delay_s:
+        delay_over = (
+            tripped_since is not None and now - tripped_since >= spec.set_delay_s - TIME_EPSILON_S
+        )
+        if tripped and delay_over:
             new = replace(
                 new,
                 active=True,
@@ -76,8 +92,10 @@ def step_level(
         return new, None
     if tripped:
         return replace(new, clear_since=None), None
+    if value is None:
+        return new, None  # cannot see the cause gone: the clear delay does not run
     clear_since = new.clear_since if new.clear_since is not None else now
-    if not new.latched and now - clear_since >= spec.clear_delay_s:
+    if not new.latched and now - clear_since >= spec.clear_delay_s - TIME_EPSILON_S:
         return replace(new, active=False, clear_since=None), "clear"
     return replace(new, clear_since=clear_since), None
 
@@ -152,12 +170,16 @@ def reset_latched(
 
 
 def restore_latched(
-    state: FaultState, latched: dict[str, dict[str, float | int | None]], now: float
+    state: FaultState,
+    latched: dict[str, dict[str, float | int | None]],
+    now: float,
+    table: dict[str, FaultSpec],
 ) -> FaultState:
     """Re-latch levels persisted before a restart (keys ``fault.level``), unknown keys ignored.
 
-    A restored level is active and latched but not tripped: it clears by a reset once the
-    daemon has seen the cause gone, exactly like a level latched in this run.
+    A restored level is active, latched and tripped with a full debounce counter: a reset is
+    refused until the daemon has seen the cause gone for as many samples as it took to trip,
+    exactly like a level latched in this run.
     """
     levels = []
     for level_state in state.levels:
@@ -165,15 +187,18 @@ def restore_latched(
         if saved is None:
             levels.append(level_state)
             continue
-        first = saved.get("first_set_at")
+        level_spec = _level_spec(table[level_state.fault_id], level_state.level)
         value = saved.get("value_at_set")
         levels.append(
             replace(
                 level_state,
+                counter=level_spec.debounce_samples,
+                tripped=True,
+                tripped_since=now,
                 active=True,
                 latched=True,
                 set_count=int(saved.get("set_count") or 1),
-                first_set_at=now if first is None else float(first),
+                first_set_at=now,
                 last_set_at=now,
                 value_at_set=None if value is None else float(value),
             )

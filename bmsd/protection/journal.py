@@ -75,6 +75,8 @@ class FaultJournal:
             }
             lines.append(json.dumps(record, default=str) + "\n")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if _ends_torn(self.path):
+            lines.insert(0, "\n")  # a crash mid-line: never glue a new event onto the fragment
         with self.path.open("a", encoding="utf-8") as handle:
             handle.writelines(lines)
             handle.flush()
@@ -91,6 +93,18 @@ class FaultJournal:
         last = self.path.with_name(f"{self.path.name}.{self._keep + 1}")
         if last.exists():
             last.unlink()
+
+
+def _ends_torn(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
 
 
 def read_journal(directory: Path, keep: int = KEEP_FILES) -> list[dict[str, Any]]:

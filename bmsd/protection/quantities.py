@@ -21,6 +21,7 @@ from typing import Literal
 from bmsd.model.snapshot import PackSnapshot
 
 Direction = Literal["above", "below"]
+IMPLAUSIBLE_WINDOW_S = 10.0
 PASS_ABOVE = -math.inf
 PASS_BELOW = math.inf
 
@@ -40,6 +41,9 @@ class ProtectionInputs:
     bus_error_level: int  # worst bus: 0 active, 1 error-passive, 2 bus-off or receiver dead
     missed_ticks: int  # ticks the control loop missed just before this one
     state_file_damaged: bool = False  # latched faults could not be restored at start
+    # Ticks within the last IMPLAUSIBLE_WINDOW_S with any implausible reading: an intermittent
+    # fault (a loose sense wire) makes a symmetric debounce random-walk; a window catches it.
+    implausible_recent_ticks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +83,13 @@ def _pack_v_min(i: ProtectionInputs) -> float | None:
 
 
 def _charge_c(i: ProtectionInputs) -> float | None:
-    current = i.snapshot.pack_current_a
+    # The measured value even beyond the sensor's range: a saturated shunt means "a lot".
+    current = i.snapshot.pack_current_measured_a
     return None if current is None else max(current, 0.0) / i.pack_capacity_ah
 
 
 def _discharge_c(i: ProtectionInputs) -> float | None:
-    current = i.snapshot.pack_current_a
+    current = i.snapshot.pack_current_measured_a
     return None if current is None else max(-current, 0.0) / i.pack_capacity_ah
 
 
@@ -236,11 +241,12 @@ QUANTITIES: tuple[Quantity, ...] = (
         lambda i: i.snapshot.contactors_age_s,
     ),
     Quantity(
-        "implausible_reading_count",
+        "implausible_recent_ticks",
         "above",
         "",
-        "Fresh cell voltages and temperatures outside their physical range",
-        lambda i: float(i.snapshot.cell_voltage_out_of_range + i.snapshot.temp_out_of_range),
+        f"Ticks in the last {IMPLAUSIBLE_WINDOW_S:g} s with any implausible reading "
+        "(intermittent faults)",
+        lambda i: float(i.implausible_recent_ticks),
     ),
     Quantity(
         "cell_voltage_frozen_s",
@@ -248,6 +254,13 @@ QUANTITIES: tuple[Quantity, ...] = (
         "s",
         "Longest time a fresh cell voltage has not changed at all (frozen sensor)",
         lambda i: i.snapshot.cell_voltage_frozen_s,
+    ),
+    Quantity(
+        "current_frozen_s",
+        "above",
+        "s",
+        "How long the fresh current reading has not changed at all (frozen current sensor)",
+        lambda i: i.snapshot.pack_current_frozen_s,
     ),
     Quantity(
         "pack_voltage_deviation_pct",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from bmsd.config import ContactorConfig
 from bmsd.model.bms import OPEN, Answer, BmsMode, ContactorCommand, Reply, Request
 from bmsd.model.readings import ContactorFeedback
+from bmsd.protection.faults import TIME_EPSILON_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +56,14 @@ def initial_machine(now: float) -> MachineState:
 
 
 def answer_request(
-    state: MachineState, request: Request, inputs: MachineInputs, reset_cleared: bool
+    state: MachineState,
+    request: Request,
+    inputs: MachineInputs,
+    reset_cleared: bool,
+    latched_left: bool = False,
 ) -> tuple[MachineState, Reply]:
-    """Answer one request; ``reset_cleared`` says whether a reset cleared every latch."""
+    """Answer one request; ``reset_cleared``: a reset cleared every latch; ``latched_left``:
+    latches remain (their cause is still present)."""
     mode = state.mode
     if request is Request.CLOSE:
         if mode is BmsMode.FAULT:
@@ -86,11 +92,11 @@ def answer_request(
         return state, Reply(request, Answer.ACCEPTED, "already open")
     # RESET: the fault engine has already tried to clear the latches.
     if mode is not BmsMode.FAULT:
-        return state, Reply(
-            request,
-            Answer.ACCEPTED if reset_cleared else Answer.ILLEGAL,
-            "latched warnings cleared" if reset_cleared else "nothing to reset",
-        )
+        if reset_cleared:
+            return state, Reply(request, Answer.ACCEPTED, "latched faults cleared")
+        if latched_left:
+            return state, Reply(request, Answer.ILLEGAL, "a latched fault's cause is still present")
+        return state, Reply(request, Answer.ILLEGAL, "nothing to reset")
     if not reset_cleared or inputs.has_fatal:
         return state, Reply(request, Answer.ILLEGAL, "a latched fault's cause is still present")
     cleared = replace(state, stay_open=False, close_pending=False)
@@ -140,6 +146,16 @@ def _step_precharge(
 ) -> MachineState:
     now, feedback = inputs.now, inputs.feedback
     confirmed = feedback is not None and state.command.matches(feedback)
+    waiting_for_feedback = state.step in ("close_minus", "close_plus", "release_precharge")
+    if waiting_for_feedback and not confirmed:
+        if _elapsed(state.step_since, now, config.feedback_timeout_s):
+            # The machine does not wait forever on its own; the fault table latches the cause
+            # (contactor_feedback_mismatch) independently.
+            reason = f"contactor did not confirm ({state.step})"
+            return _enter(
+                replace(state, stay_open=True), BmsMode.OPENING, "wait_current", now, reason
+            )
+        return state
     if state.step == "close_minus":
         if confirmed:
             return _command(
@@ -153,7 +169,7 @@ def _step_precharge(
                 replace(state, step="close_plus", step_since=now),
                 ContactorCommand(minus=True, plus=True, precharge=True),
             )
-        if now - state.step_since >= config.precharge_timeout_s:
+        if _elapsed(state.step_since, now, config.precharge_timeout_s):
             # No automatic retry of a failed precharge: it needs a reset or a close request.
             failed = replace(state, precharge_failed=True, stay_open=True)
             return _enter(failed, BmsMode.OPENING, "wait_current", now, "precharge failed")
@@ -177,18 +193,23 @@ def _step_opening(
     if state.step == "wait_current":
         current = inputs.current_a
         low = current is not None and abs(current) <= config.break_current_a
-        if low or now - state.step_since >= config.open_wait_s or not state.command.plus:
+        if low or _elapsed(state.step_since, now, config.open_wait_s) or not state.command.plus:
             return _open(replace(state, step="confirm_open", step_since=now), now)
         return state
     # confirm_open: everything commanded open; leave when the feedback agrees or it times out
     # (a disagreeing contactor is the fault engine's contactor_feedback_mismatch).
     feedback = inputs.feedback
     done = feedback is not None and OPEN.matches(feedback)
-    if done or now - state.step_since >= config.feedback_timeout_s:
+    if done or _elapsed(state.step_since, now, config.feedback_timeout_s):
         if inputs.has_fatal:
             return _enter(state, BmsMode.FAULT, "", now, state.reason)
         return _enter(state, BmsMode.STANDBY, "", now, state.reason)
     return state
+
+
+def _elapsed(since: float, now: float, duration_s: float) -> bool:
+    """``duration_s`` has passed, with the same float slack as the fault delays."""
+    return now - since >= duration_s - TIME_EPSILON_S
 
 
 def _precharged(inputs: MachineInputs, share: float) -> bool:

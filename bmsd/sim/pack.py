@@ -58,15 +58,23 @@ class _Encoder:
     def __init__(self, message: Any, frame_id: int) -> None:
         self.message = message
         self.frame_id = frame_id
-        self.counters = [s.name for s in message.signals if "counter" in s.name.lower()]
+        self.counters = [s.name for s in message.signals if "count" in s.name.lower()]
         self.count = 0
+        # A measurement beyond a signal's range saturates, as a real ADC or field does.
+        self.ranges = {
+            s.name: (s.minimum, s.maximum)
+            for s in message.signals
+            if s.minimum is not None and s.maximum is not None
+        }
 
     def encode(self, values: dict[str, float]) -> can.Message:
         full: dict[str, float] = {signal.name: 0 for signal in self.message.signals}
         self.count = (self.count + 1) % 16
         for name in self.counters:
             full[name] = self.count
-        full.update(values)
+        for name, value in values.items():
+            bounds = self.ranges.get(name)
+            full[name] = value if bounds is None else min(max(value, bounds[0]), bounds[1])
         data = self.message.encode(full, scaling=True, strict=False)
         return can.Message(
             arbitration_id=self.frame_id,

@@ -36,13 +36,14 @@ def _absolute_defaults() -> str:
 def edited_sim_config(directory: Path, *edits: tuple[str, str]) -> Path:
     """etc/sim.toml with (pattern, replacement) edits, each of which must apply exactly once.
 
-    The cell, protocol and fault table files are pointed at etc/ by absolute path.
+    The cell, protocol, fault table and limit files are pointed at etc/ by absolute path.
     """
     text = (ETC / "sim.toml").read_text(encoding="utf-8")
     edits = (
         (r'^cell_file = "', f'cell_file = "{ETC}/'),
         (r'^protocol = "', f'protocol = "{ETC}/'),
         (r'"protection/diagnostics\.toml", "protection/lfp\.toml"', _absolute_defaults()),
+        (r'"limits/lfp\.toml"', f'"{ETC}/limits/lfp.toml"'),
         *edits,
     )
     for pattern, replacement in edits:

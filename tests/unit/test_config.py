@@ -93,8 +93,8 @@ def sim_config_data() -> dict[str, Any]:
     data = tomllib.loads(SIM_TOML.read_text(encoding="utf-8"))
     data["pack"]["cell_file"] = str(ETC / data["pack"]["cell_file"])
     data["acquisition"]["protocol"] = str(ETC / data["acquisition"]["protocol"])
-    protection = data["protection"]
-    protection["defaults"] = [str(ETC / name) for name in protection["defaults"]]
+    for section in ("protection", "limits"):
+        data[section]["defaults"] = [str(ETC / name) for name in data[section]["defaults"]]
     return data
 
 
@@ -188,6 +188,7 @@ def test_relative_paths_resolve_against_the_config_directory(
     shutil.copytree(ETC / "cells", tmp_path / "conf" / "cells")
     shutil.copytree(ETC / "protocols", tmp_path / "conf" / "protocols")
     shutil.copytree(ETC / "protection", tmp_path / "conf" / "protection")
+    shutil.copytree(ETC / "limits", tmp_path / "conf" / "limits")
     (tmp_path / "conf" / "load.csv").write_text("time_s,current_a\n0,10\n", encoding="utf-8")
     path = tmp_path / "conf" / "bmsd.toml"
     data = tomllib.loads(SIM_TOML.read_text(encoding="utf-8"))  # relative paths, as shipped
@@ -603,8 +604,18 @@ RULES = [
     # FaultSpec
     case(
         "fault-unknown-quantity",
-        {"protection.faults.cell_voltage_high.quantity": "cell_voltage_v"},
-        ("protection.faults.cell_voltage_high.quantity", "unknown quantity; use one of "),
+        {"protection.faults.temp_spread.quantity": "cell_voltage_v"},
+        ("protection.faults.temp_spread.quantity", "unknown quantity; use one of "),
+    ),
+    case(
+        "over-voltage-protection-removed",
+        {"protection.faults.cell_voltage_high.enabled": False},
+        ("protection.faults", "no enabled fault with a fatal level watches cell_voltage_max_v"),
+    ),
+    case(
+        "comm-loss-protection-removed",
+        {"protection.faults.module_comm_loss.enabled": False},
+        ("protection.faults", "no enabled fault with a fatal level watches module_silence_s"),
     ),
     case(
         "fault-without-levels",
@@ -631,6 +642,12 @@ RULES = [
         (
             "protection.faults.cell_voltage_low.warning.threshold",
             "must lie beyond info (info 2.9 must be above 2.95)",
+        ),
+        # The discharge voltage limit (2.9 V per cell) now sits inside the warning too.
+        (
+            "limits.cell_discharge_voltage_v",
+            "must lie above protection.faults.cell_voltage_low",
+            str(ETC / "limits" / "lfp.toml"),
         ),
     ),
     # ProtectionConfig
@@ -662,13 +679,13 @@ RULES = [
     ),
     case(
         "derate-factor-above-one",
-        {"protection.warning_derate_factor": 1.5},
-        ("protection.warning_derate_factor", "must be between 0 and 1"),
+        {"limits.warning_derate_factor": 1.5},
+        ("limits.warning_derate_factor", "must be between 0 and 1"),
     ),
     case(
         "derate-factor-negative",
-        {"protection.warning_derate_factor": -0.1},
-        ("protection.warning_derate_factor", "must be between 0 and 1"),
+        {"limits.warning_derate_factor": -0.1},
+        ("limits.warning_derate_factor", "must be between 0 and 1"),
     ),
     case(
         "charge-detect-negative",
@@ -1039,20 +1056,20 @@ def test_fault_override_keeps_the_other_keys_of_the_default(tmp_path: Path) -> N
 
 def test_later_defaults_files_override_earlier_ones(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
-    site.write_text("[cell_voltage_high]\nenabled = false\n", encoding="utf-8")
+    site.write_text("[temp_spread]\nenabled = false\n", encoding="utf-8")
     path = write_config(tmp_path)
     data = sim_config_data()
     data["protection"]["defaults"].append(str(site))
     path.write_text(to_toml(data), encoding="utf-8")
     faults = load_config(path).protection.faults
-    assert not faults["cell_voltage_high"].enabled
-    assert faults["cell_voltage_high"].quantity == "cell_voltage_max_v"  # rest from lfp.toml
+    assert not faults["temp_spread"].enabled
+    assert faults["temp_spread"].quantity == "temp_spread_c"  # rest from lfp.toml
 
 
 def test_disabled_faults_are_not_cross_checked(tmp_path: Path) -> None:
     changes = {
-        "protection.faults.cell_voltage_high.info.threshold": 2.85,
-        "protection.faults.cell_voltage_low.enabled": False,
+        "protection.faults.pack_voltage_high.info.threshold": 2.55,
+        "protection.faults.pack_voltage_low.enabled": False,
     }
     load_config(write_config(tmp_path, changes))
 
@@ -1138,7 +1155,11 @@ def test_read_toml_returns_the_document() -> None:
     [
         (["control.tick_s=0.05"], lambda c: c.control.tick_s, 0.05),
         (["control.tick_s = 0.05"], lambda c: c.control.tick_s, 0.05),
-        (["pack.chemistry=NMC"], lambda c: c.pack.chemistry, "NMC"),  # bare word: a string
+        (  # a bare word is a string
+            ["pack.chemistry=NMC", f"pack.cell_file='{ETC / 'cells' / 'nmc_100ah.toml'}'"],
+            lambda c: c.pack.chemistry,
+            "NMC",
+        ),
         (['logging.level="debug"'], lambda c: c.logging.level, "debug"),
         (["sim.enabled=false"], lambda c: c.sim.enabled, False),
         (["can.slaves.bitrate=250000"], lambda c: c.can["slaves"].bitrate, 250_000),
@@ -1298,3 +1319,12 @@ def test_schema_rejects_unsupported_field_types(cls: type[Any]) -> None:
 def test_doc_rejects_mutable_defaults() -> None:
     with pytest.raises(TypeError, match="mutable defaults"):
         doc("a list", default=[])
+
+
+def test_chemistry_must_match_the_cell_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"pack.chemistry": "NMC"})
+    assert_issues(
+        issues_of(path),
+        path,
+        [("pack.chemistry", "is NMC but the cell file lfp_280ah.toml is LFP")],
+    )
