@@ -1,0 +1,267 @@
+"""``[estimation]``: every tuning value of the SOC/SOH estimator, documented and range-checked.
+
+Defaults work for both LFP and NMC cells of any size: currents are given as C-rates (fractions
+of the cell group's nominal 1C current) rather than amperes, voltages relative to the cell
+file's voltage window where a fixed value would only suit one chemistry. The method behind each
+value is described in docs/estimation.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bmsd.schema import doc
+
+
+@dataclass(frozen=True, slots=True)
+class EstimationConfig:
+    """SOC/SOH estimation: filter noise, rest and anchor rules, SOH learning, persistence."""
+
+    # --- Kalman filter noise -------------------------------------------------------------
+    voltage_noise_v: float = doc(
+        "Standard deviation of the fast, white part of the cell-voltage error: ADC noise plus "
+        "the fast model error after current steps (about 15 mV for a fitted 2RC model)",
+        unit="V",
+        default=0.015,
+    )
+    model_error_v: float = doc(
+        "Standard deviation of the slowly varying cell-model voltage error (OCV table, "
+        "resistance, diffusion not captured by the RC pairs); estimated as a per-cell bias",
+        unit="V",
+        default=0.010,
+    )
+    model_error_time_s: float = doc(
+        "Correlation time of the model voltage error (Gauss-Markov bias)", unit="s", default=300.0
+    )
+    soc_random_walk_per_sqrt_h: float = doc(
+        "SOC process noise: random-walk standard deviation per square root of an hour",
+        unit="1/√h",
+        default=0.002,
+    )
+    current_gain_error: float = doc(
+        "Relative standard deviation of the current sensor's gain error (0.005 = 0.5 %); grows "
+        "the SOC uncertainty with the charge moved",
+        default=0.005,
+    )
+    current_offset_std_c_rate: float = doc(
+        "Standard deviation of an unlearned current-sensor offset, as a fraction of 1C",
+        unit="C",
+        default=0.003,
+    )
+    current_offset_drift_c_rate_per_sqrt_h: float = doc(
+        "Random-walk drift of the current offset per square root of an hour, fraction of 1C",
+        unit="C/√h",
+        default=0.0005,
+    )
+    initial_soc_std: float = doc(
+        "SOC standard deviation after a start from the open-circuit voltage (added to the "
+        "uncertainty the OCV slope gives); wide, because the cells may not be relaxed",
+        default=0.15,
+    )
+    unknown_current_c_rate: float = doc(
+        "While the current reading is invalid, the SOC uncertainty grows as if this C-rate "
+        "could flow unseen",
+        unit="C",
+        default=0.5,
+    )
+    innovation_gate_sigma: float = doc(
+        "Voltage residuals beyond this many standard deviations are down-weighted (spikes)",
+        default=5.0,
+    )
+    parameter_refresh_s: float = doc(
+        "How often the resistances and time constants are looked up again for the present SOC "
+        "and temperature (they change slowly)",
+        unit="s",
+        default=5.0,
+    )
+    # --- rest and OCV correction ---------------------------------------------------------
+    rest_current_c_rate: float = doc(
+        "The pack is resting while |current| stays below this C-rate", unit="C", default=0.01
+    )
+    rest_time_s: float = doc(
+        "Resting this long makes the pack 'at rest': OCV correction starts", unit="s", default=600.0
+    )
+    ocv_drift_rate_per_h: float = doc(
+        "At rest the OCV pulls SOC at most this fast (fraction per hour): a drift, never a jump",
+        unit="1/h",
+        default=0.1,
+    )
+    # --- anchors -------------------------------------------------------------------------
+    full_voltage_v: float = doc(
+        "A cell at or above this voltage at the end of constant-voltage charging is full; "
+        "0 = the cell file's max_voltage_v − 0.05 V",
+        unit="V",
+        default=0.0,
+    )
+    full_tail_c_rate: float = doc(
+        "End of constant-voltage charging: charge current at or below this C-rate",
+        unit="C",
+        default=0.05,
+    )
+    full_hold_s: float = doc(
+        "The full-charge condition must hold this long before the cell is anchored at 100 %",
+        unit="s",
+        default=30.0,
+    )
+    empty_voltage_v: float = doc(
+        "A discharging cell at or below this voltage is at the end of discharge; "
+        "0 = the cell file's min_voltage_v + 0.05 V",
+        unit="V",
+        default=0.0,
+    )
+    empty_hold_s: float = doc(
+        "The end-of-discharge condition must hold this long before the cell is anchored",
+        unit="s",
+        default=10.0,
+    )
+    anchor_soc_std: float = doc(
+        "Standard deviation of the SOC at a full or empty anchor", default=0.01
+    )
+    # --- current offset ------------------------------------------------------------------
+    offset_learning: bool = doc(
+        "Learn the current-sensor offset while the current is known to be zero (contactors open)",
+        default=True,
+    )
+    offset_sample_std_c_rate: float = doc(
+        "Noise of one current sample when learning the offset, fraction of 1C",
+        unit="C",
+        default=0.002,
+    )
+    max_offset_c_rate: float = doc(
+        "A learned offset larger than this (fraction of 1C) is a sensor fault: it is not used",
+        unit="C",
+        default=0.02,
+    )
+    # --- SOH: capacity -------------------------------------------------------------------
+    capacity_relax_dvdt_v_per_s: float = doc(
+        "A rest voltage counts as relaxed OCV when it changes slower than this "
+        "(TI Impedance Track uses 4 µV/s)",
+        unit="V/s",
+        default=4e-6,
+    )
+    capacity_min_rest_s: float = doc(
+        "A capacity anchor from OCV needs at least this much rest", unit="s", default=1800.0
+    )
+    capacity_temp_window_c: tuple[float, float] = doc(
+        "Capacity anchors only between these cell temperatures", unit="°C", default=(10.0, 40.0)
+    )
+    capacity_min_soc_swing: float = doc(
+        "Two anchors must be at least this far apart in SOC to give a capacity sample",
+        default=0.37,
+    )
+    capacity_min_ocv_slope_v: float = doc(
+        "No OCV anchor where dOCV/dSOC is below this (V per unit SOC; 0.1 V = 1 mV per %SOC): "
+        "excludes the LFP plateau",
+        unit="V",
+        default=0.1,
+    )
+    capacity_prior_weight: float = doc(
+        "Weight of the nominal capacity in the capacity fit, in full-swing samples",
+        default=0.2,
+    )
+    capacity_forgetting: float = doc(
+        "Forgetting factor per capacity sample (1 = never forget)", default=0.95
+    )
+    # --- SOH: resistance -----------------------------------------------------------------
+    rls_forgetting: float = doc(
+        "Forgetting factor of the recursive-least-squares resistance fit, per current step",
+        default=0.98,
+    )
+    resistance_min_step_c_rate: float = doc(
+        "Only current steps at least this large (fraction of 1C) update the resistance",
+        unit="C",
+        default=0.1,
+    )
+    resistance_max_step_s: float = doc(
+        "Only steps between samples at most this far apart update the resistance",
+        unit="s",
+        default=2.0,
+    )
+    # --- chemistry and persistence -------------------------------------------------------
+    coulombic_efficiency: float | None = doc(
+        "Override the cell file's coulombic efficiency (applied to charge); omit to use it",
+        default=None,
+    )
+    state_save_interval_s: float = doc(
+        "Save the estimator state this often (and at shutdown)", unit="s", default=5.0
+    )
+    max_state_age_s: float = doc(
+        "An older saved state is not trusted: the SOC restarts from OCV",
+        unit="s",
+        default=7 * 86400.0,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        positive = (
+            "voltage_noise_v",
+            "model_error_v",
+            "model_error_time_s",
+            "initial_soc_std",
+            "innovation_gate_sigma",
+            "parameter_refresh_s",
+            "rest_current_c_rate",
+            "ocv_drift_rate_per_h",
+            "full_tail_c_rate",
+            "anchor_soc_std",
+            "offset_sample_std_c_rate",
+            "max_offset_c_rate",
+            "capacity_relax_dvdt_v_per_s",
+            "resistance_min_step_c_rate",
+            "resistance_max_step_s",
+            "state_save_interval_s",
+            "max_state_age_s",
+        )
+        for key in positive:
+            if not getattr(self, key) > 0.0:
+                problems.append((key, "must be positive"))
+        non_negative = (
+            "soc_random_walk_per_sqrt_h",
+            "current_gain_error",
+            "current_offset_std_c_rate",
+            "current_offset_drift_c_rate_per_sqrt_h",
+            "unknown_current_c_rate",
+            "rest_time_s",
+            "full_voltage_v",
+            "full_hold_s",
+            "empty_voltage_v",
+            "empty_hold_s",
+            "capacity_min_rest_s",
+            "capacity_min_ocv_slope_v",
+            "capacity_prior_weight",
+        )
+        for key in non_negative:
+            if getattr(self, key) < 0.0:
+                problems.append((key, "must not be negative"))
+        for key in ("voltage_noise_v", "model_error_v"):
+            if getattr(self, key) > 0.5:
+                problems.append((key, "must be at most 0.5 V (is it in mV?)"))
+        if self.initial_soc_std > 1.0:
+            problems.append(("initial_soc_std", "must be at most 1"))
+        if self.anchor_soc_std > 0.2:
+            problems.append(("anchor_soc_std", "must be at most 0.2"))
+        if self.current_gain_error > 0.2:
+            problems.append(("current_gain_error", "must be at most 0.2"))
+        if self.rest_current_c_rate > 0.2:
+            problems.append(("rest_current_c_rate", "must be at most 0.2 C"))
+        if self.full_tail_c_rate > 1.0:
+            problems.append(("full_tail_c_rate", "must be at most 1 C"))
+        for key in ("full_voltage_v", "empty_voltage_v"):
+            value = getattr(self, key)
+            if value != 0.0 and not 1.0 <= value <= 5.0:
+                problems.append((key, "must be 0 (from the cell file) or between 1 and 5 V"))
+        low, high = self.capacity_temp_window_c
+        if low >= high:
+            problems.append(("capacity_temp_window_c", f"lower bound {low} must be below {high}"))
+        if not 0.0 < self.capacity_min_soc_swing <= 1.0:
+            problems.append(("capacity_min_soc_swing", "must be in (0, 1]"))
+        for key in ("capacity_forgetting", "rls_forgetting"):
+            if not 0.5 <= getattr(self, key) <= 1.0:
+                problems.append((key, "must be in [0.5, 1]"))
+        ce = self.coulombic_efficiency
+        if ce is not None and not 0.5 < ce <= 1.0:
+            problems.append(("coulombic_efficiency", "must be in (0.5, 1]"))
+        return problems
+
+
+__all__ = ["EstimationConfig"]

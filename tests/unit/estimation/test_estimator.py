@@ -1,0 +1,193 @@
+"""The SOC filter converges on a synthetic plant, is honest about the LFP plateau, survives
+bad inputs and long idle periods, learns the current offset and the resistance growth."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bmsd.estimation import EstimationConfig, Estimator
+from bmsd.model.cell import CellModel
+from bmsd.sim.cells import SimCellArray
+
+CELLS_DIR = Path(__file__).resolve().parents[3] / "etc" / "cells"
+
+
+def cell(name: str) -> CellModel:
+    return CellModel.load(CELLS_DIR / f"{name}.toml")
+
+
+def plant(model: CellModel, count: int, soc: float, seed: int = 1) -> SimCellArray:
+    return SimCellArray(
+        model,
+        count,
+        capacity_spread_pct=0.0,
+        resistance_spread_pct=0.0,
+        initial_soc=soc,
+        soc_spread_pct=0.0,
+        ambient_temp_c=25.0,
+        seed=seed,
+    )
+
+
+def drive(
+    estimator: Estimator,
+    sim: SimCellArray,
+    currents_a: list[float],
+    *,
+    dt_s: float = 1.0,
+    start_s: float = 0.0,
+    noise_v: float = 0.001,
+    seed: int = 0,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Step plant and estimator together; return (true soc, soc, soc_std) per step."""
+    rng = np.random.default_rng(seed)
+    history = []
+    n = sim.count
+    for k, current in enumerate(currents_a):
+        sim.step(dt_s, current)
+        voltage = sim.terminal_voltage_v() + rng.normal(0.0, noise_v, n)
+        est = estimator.step(
+            start_s + (k + 1) * dt_s, current, voltage, np.ones(n, bool), sim.temp_c.copy(), False
+        )
+        history.append((sim.soc.copy(), est.soc.copy(), est.soc_std.copy()))
+    return history
+
+
+def pulses(capacity_ah: float, seconds: int, mean_c: float = -0.3) -> list[float]:
+    rng = np.random.default_rng(3)
+    out: list[float] = []
+    while len(out) < seconds:
+        c_rate = mean_c + float(rng.choice([-0.5, 0.0, 0.5]))
+        out += [c_rate * capacity_ah] * 20
+    return out[:seconds]
+
+
+def test_converges_from_wrong_start_on_sloped_nmc_and_uncertainty_shrinks() -> None:
+    model = cell("nmc_100ah")
+    sim = plant(model, 4, 0.8)
+    estimator = Estimator(model, 4, 1, EstimationConfig())
+    estimator.set_soc(0.6, 0.2)
+    history = drive(estimator, sim, pulses(model.info.capacity_ah, 1800))
+    truth, soc, std = history[-1]
+    assert np.all(np.abs(soc - truth) < 0.02)
+    assert np.all(std < 0.03), "uncertainty shrinks from 0.2 where the OCV is sloped"
+    inside = [np.mean(np.abs(s - t) < 2 * d) for t, s, d in history[600:]]
+    assert float(np.mean(inside)) > 0.9
+
+
+def test_lfp_plateau_uncertainty_grows_and_stays_honest() -> None:
+    model = cell("lfp_280ah")
+    sim = plant(model, 2, 0.55)
+    estimator = Estimator(model, 2, 1, EstimationConfig())
+    estimator.set_soc(0.55, 0.02)
+    # Two hours of small back-and-forth currents inside the plateau (45–65 % SOC).
+    currents = pulses(model.info.capacity_ah, 7200, mean_c=0.0)
+    history = drive(estimator, sim, currents)
+    slope_plateau = float(model.docv_dsoc(0.55, 25.0))
+    slope_knee = float(model.docv_dsoc(0.05, 25.0))
+    assert slope_plateau < 0.1 < slope_knee
+    truth, soc, std = history[-1]
+    assert std[0] > 0.02, "the voltage cannot hold SOC uncertainty down in the plateau"
+    assert np.all(np.abs(soc - truth) < 2.5 * std)
+
+
+def test_no_nan_and_no_drift_over_days_at_zero_current() -> None:
+    model = cell("lfp_280ah")
+    estimator = Estimator(model, 3, 1, EstimationConfig())
+    sim = plant(model, 3, 0.3)
+    estimator.initialise_from_ocv(sim.ocv_v(), np.full(3, 25.0))
+    start = estimator.soc.copy()
+    # 10 days in steps of an hour, the current sensor reading 0 with the contactors closed.
+    voltage = sim.ocv_v()
+    for hour in range(240):
+        est = estimator.step(hour * 3600.0, 0.0, voltage, np.ones(3, bool), np.full(3, 25.0), False)
+        assert np.all(np.isfinite(est.soc)) and np.all(np.isfinite(est.soc_std))
+    assert np.all(np.abs(est.soc - start) < 0.02)
+    assert est.at_rest
+
+
+def test_offset_learned_while_current_is_known_zero() -> None:
+    model = cell("nmc_100ah")
+    estimator = Estimator(model, 2, 1, EstimationConfig())
+    estimator.set_soc(0.5, 0.05)
+    voltage = np.full(2, float(model.ocv_v(0.5, 25.0)))
+    for k in range(600):
+        est = estimator.step(k * 0.1, 0.35, voltage, np.ones(2, bool), np.full(2, 25.0), True)
+    assert est.current_offset_a == pytest.approx(0.35, abs=0.02)
+    # Closed contactors, the sensor still reads its offset: no charge is counted.
+    soc_before = est.soc.copy()
+    for k in range(3600):
+        est = estimator.step(60 + k, 0.35, voltage, np.ones(2, bool), np.full(2, 25.0), False)
+    assert np.all(np.abs(est.soc - soc_before) < 0.002)
+
+
+@pytest.mark.parametrize("bad_current", [None, math.nan])
+def test_invalid_current_holds_and_widens(bad_current: float | None) -> None:
+    model = cell("nmc_100ah")
+    estimator = Estimator(model, 2, 1, EstimationConfig())
+    estimator.set_soc(0.5, 0.01)
+    voltage = np.full(2, 3.75)
+    estimator.step(0.0, 0.0, voltage, np.ones(2, bool), np.full(2, 25.0), False)
+    est = estimator.step(60.0, bad_current, voltage, np.ones(2, bool), np.full(2, 25.0), False)
+    assert np.all(est.soc == pytest.approx(0.5, abs=1e-6))
+    assert np.all(est.soc_std > 0.01)
+    assert not est.current_valid
+    assert np.all(np.isfinite(est.soc_std))
+
+
+def test_invalid_cells_and_nan_inputs_never_give_nan() -> None:
+    model = cell("lfp_280ah")
+    estimator = Estimator(model, 4, 2, EstimationConfig(), strings=2)
+    estimator.initialise_from_ocv(
+        np.array([3.3, math.nan, 3.25, 9.0]), np.array([25.0, math.nan, 25.0, 25.0])
+    )
+    voltage = np.array([3.3, math.nan, 3.25, math.inf])
+    valid = np.array([True, True, False, True])
+    temp = np.array([math.nan, 30.0, math.nan, 25.0])
+    for k in range(50):
+        est = estimator.step(float(k), -100.0 if k % 2 else 50.0, voltage, valid, temp, k > 40)
+        for value in (est.soc, est.soc_std, est.capacity_ah, est.resistance_ohm):
+            assert np.all(np.isfinite(value))
+        assert math.isfinite(est.pack_soc) and math.isfinite(est.pack_soc_std)
+        assert 0.0 <= est.pack_soc <= 1.0
+
+
+def test_full_charge_anchor_sets_soc_to_one() -> None:
+    model = cell("lfp_280ah")
+    estimator = Estimator(model, 2, 1, EstimationConfig())
+    estimator.set_soc(0.8, 0.1)
+    voltage = np.full(2, model.info.max_voltage_v - 0.01)
+    tail_a = 0.02 * model.info.capacity_ah
+    for k in range(120):
+        est = estimator.step(float(k), tail_a, voltage, np.ones(2, bool), np.full(2, 25.0), False)
+    assert est.anchored == "full"
+    assert np.all(est.soc > 0.98)
+    assert est.pack_soc > 0.98
+
+
+def test_resistance_growth_is_learned_from_current_steps() -> None:
+    model = cell("nmc_100ah")
+    sim = plant(model, 2, 0.6)
+    sim.age(1.0, 1.5)
+    estimator = Estimator(model, 2, 1, EstimationConfig())
+    estimator.set_soc(0.6, 0.05)
+    drive(estimator, sim, pulses(model.info.capacity_ah, 1200, mean_c=0.0), noise_v=0.0002)
+    growth = estimator.resistance.growth
+    assert np.all(np.abs(growth - 1.5) < 0.15)
+
+
+def test_counters_accumulate_charge_energy_and_cycles() -> None:
+    model = cell("nmc_100ah")
+    estimator = Estimator(model, 2, 1, EstimationConfig())
+    estimator.set_soc(0.5, 0.05)
+    voltage = np.full(2, 3.7)
+    for k in range(3601):
+        est = estimator.step(float(k), -50.0, voltage, np.ones(2, bool), np.full(2, 25.0), False)
+    assert est.discharge_throughput_ah == pytest.approx(50.0, rel=1e-3)
+    assert est.discharge_energy_wh == pytest.approx(50.0 * 7.4, rel=1e-3)
+    assert est.equivalent_full_cycles == pytest.approx(0.5, rel=1e-3)
+    assert est.charge_throughput_ah == 0.0
