@@ -23,6 +23,7 @@ from bmsd.config import RECORD_SUFFIXES, Config
 from bmsd.control.controller import Controller
 from bmsd.control.export import event_record, fault_event_record, state_record
 from bmsd.errors import BmsdError
+from bmsd.model.bms import ContactorCommand
 from bmsd.model.cell import CellModel
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
@@ -54,10 +55,13 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
     frames = 0
     last_state: PackState | None = None
 
+    decoder = FrameDecoder(protocol, topology)
+    recorded: ContactorCommand | None = None
+
     def tick(at: float) -> None:
         nonlocal last_state
         assert controller is not None
-        state, events = controller.step(at, at)
+        state, events = controller.step(at, at, recorded_command=recorded)
         last_state = state
         for fault_event in state.fault_events:
             out.write(json.dumps(fault_event_record(fault_event)) + "\n")
@@ -81,7 +85,13 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
                 stats.error_frames += 1
                 continue
             if not message.is_rx:
-                stats.tx_frames += 1  # our own commands, recorded for context
+                # Our own frames: the contactor commands tell what the live daemon decided.
+                stats.tx_frames += 1
+                seen = decoder.decode_contactor_command(
+                    message.arbitration_id, message.is_extended_id, message.data
+                )
+                if seen is not None:
+                    recorded = ContactorCommand(*seen)
                 continue
             frames += 1
             stats.rx_frames += 1

@@ -61,6 +61,27 @@ class FrameDecoder:
     def message_names(self) -> tuple[str, ...]:
         return tuple(sorted({handler.name for handler in self._handlers.values()}))
 
+    def decode_contactor_command(
+        self, frame_id: int, is_extended: bool, data: bytes | bytearray
+    ) -> tuple[bool, bool, bool] | None:
+        """(minus, plus, precharge) of a switch box command frame (ours, seen in a recording);
+        None for any other frame or one that does not decode."""
+        box = self._protocol.mapping.switchbox
+        if box is None:
+            return None
+        message = self._protocol.message(box.command_message)
+        if frame_id != message.frame_id or is_extended != message.is_extended_frame:
+            return None
+        try:
+            signals = message.decode(bytes(data), decode_choices=False)
+        except Exception:  # a damaged recorded frame is skipped like any other
+            return None
+        return (
+            bool(signals[box.minus_command_signal]),
+            bool(signals[box.plus_command_signal]),
+            bool(signals[box.precharge_command_signal]),
+        )
+
     def decode(
         self, frame_id: int, is_extended: bool, data: bytes | bytearray, received_at: float
     ) -> tuple[str, list[Reading]] | None:

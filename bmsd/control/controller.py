@@ -18,7 +18,7 @@ import numpy as np
 from bmsd.acquisition.snapshot import SnapshotBuilder
 from bmsd.acquisition.store import ReadingStore
 from bmsd.config import Config
-from bmsd.model.bms import BmsMode, Reply, Request
+from bmsd.model.bms import BmsMode, ContactorCommand, Reply, Request
 from bmsd.model.events import Event
 from bmsd.model.faults import FaultEvent, FaultState
 from bmsd.model.snapshot import PackSnapshot
@@ -67,6 +67,7 @@ class Controller:
         self._tick = 0
         self._mismatch_since: float | None = None
         self._state_file_damaged = False
+        self._recorded_opened_at: float | None = None
         self._implausible_ticks: deque[float] = deque()
         self._module_fresh = np.zeros(topology.module_count, dtype=np.bool_)
         self._current_fresh = False
@@ -99,7 +100,14 @@ class Controller:
         timing: TickTiming | None = None,
         commands: Sequence[Command] = (),
         bus_error_level: int = 0,
+        recorded_command: ContactorCommand | None = None,
     ) -> tuple[PackState, list[Event]]:
+        """One tick at ``now``.
+
+        ``recorded_command``: in a replay of a recording made by a running daemon, the contactor
+        command that daemon sent; the contactor diagnostics (feedback mismatch, welds) are then
+        judged against what was really commanded rather than against this replay's own machine.
+        """
         self._tick += 1
         snapshot = self._builder.build(self._store, self._tick, now)
         data_ok = _data_ok(snapshot)
@@ -113,7 +121,7 @@ class Controller:
                 mode_changes, mode_before, self._machine.mode, self._machine.reason, now
             )
 
-        inputs = self._protection_inputs(snapshot, now, timing, bus_error_level)
+        inputs = self._protection_inputs(snapshot, now, timing, bus_error_level, recorded_command)
         self._faults, evaluated = evaluate(self._faults, inputs, self._table, now)
         fault_events.extend(evaluated)
         before = self._machine
@@ -190,11 +198,24 @@ class Controller:
         )
 
     def _protection_inputs(
-        self, snapshot: PackSnapshot, now: float, timing: TickTiming | None, bus_error_level: int
+        self,
+        snapshot: PackSnapshot,
+        now: float,
+        timing: TickTiming | None,
+        bus_error_level: int,
+        recorded_command: ContactorCommand | None = None,
     ) -> ProtectionInputs:
         machine = self._machine
+        command = machine.command if recorded_command is None else recorded_command
+        opened_at = machine.opened_at
+        if recorded_command is not None:
+            if not recorded_command.all_open:
+                self._recorded_opened_at = None
+            elif self._recorded_opened_at is None:
+                self._recorded_opened_at = now
+            opened_at = self._recorded_opened_at
         feedback = snapshot.contactors
-        if feedback is None or machine.command.matches(feedback):
+        if feedback is None or command.matches(feedback):
             self._mismatch_since = None
         elif self._mismatch_since is None:
             self._mismatch_since = now
@@ -213,9 +234,9 @@ class Controller:
             contactor_mismatch_s=0.0
             if self._mismatch_since is None
             else now - self._mismatch_since,
-            open_settled=machine.command.all_open
-            and machine.opened_at is not None
-            and now - machine.opened_at >= contactors.weld_check_delay_s,
+            open_settled=command.all_open
+            and opened_at is not None
+            and now - opened_at >= contactors.weld_check_delay_s,
             precharging=machine.mode is BmsMode.PRECHARGE and machine.step == "precharge",
             precharge_failed=machine.precharge_failed,
             bus_error_level=bus_error_level,
