@@ -17,6 +17,7 @@ import can
 
 from bmsd.acquisition.ingest import Ingest
 from bmsd.acquisition.store import ReadingStore
+from bmsd.acquisition.urgent import UrgentCheck
 from bmsd.canbus.bus import CanInterface
 from bmsd.canbus.codec import FrameDecoder, FrameEncoder
 from bmsd.canbus.protocol import Protocol, load_protocol
@@ -55,6 +56,10 @@ class Daemon:
         self.latched_store = LatchedFaultStore(self.state_dir)
         self.journal = FaultJournal(self.state_dir)
         self.encoder = FrameEncoder(self.protocol, self.topology)
+        pack_capacity_ah = (
+            self.cell_capacity_ah * self.topology.cells_in_parallel * self.topology.strings
+        )
+        self.urgent = UrgentCheck.from_config(config, pack_capacity_ah)
         self.hub = StateHub()
         self.buses = {
             name: CanInterface(name, bus, config.path(bus.record) if bus.record else None)
@@ -69,7 +74,9 @@ class Daemon:
             summary_interval_s=config.control.summary_log_interval_s,
             bus_health=self.bus_error_level,
         )
-        self.loop.on_tick += [self._persist, self._send_contactor_command]
+        # Act first: the contactor command leaves before the (fsync-ing) persistence of the
+        # same tick, so writing the latch never delays opening.
+        self.loop.on_tick += [self._send_contactor_command, self._persist]
         self.control_server = ControlServer(
             socket_path(self.state_dir), self.loop.submit, self._explain
         )
@@ -182,7 +189,13 @@ class Daemon:
         for name, bus in self.buses.items():
             bus.open()
             if name == self.config.acquisition.bus:
-                ingest = Ingest(self.decoder, self.store, bus.stats)
+                ingest = Ingest(
+                    self.decoder,
+                    self.store,
+                    bus.stats,
+                    urgent=self.urgent,
+                    on_urgent=self.loop.wake_now,
+                )
                 bus.start_receiving(loop, ingest.on_frame)
             else:
                 bus.start_receiving(loop, _count_only(bus))

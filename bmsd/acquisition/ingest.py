@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import can
 
@@ -15,6 +16,7 @@ from bmsd.acquisition.store import ReadingStore
 from bmsd.canbus.bus import BusStats
 from bmsd.canbus.codec import FrameDecoder
 from bmsd.errors import CanCodecError
+from bmsd.model.readings import Reading
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +27,19 @@ ERROR_LOG_INTERVAL_S = 10.0
 class Ingest:
     """Feeds decoded frames of one bus into the reading store."""
 
-    def __init__(self, decoder: FrameDecoder, store: ReadingStore, stats: BusStats) -> None:
+    def __init__(
+        self,
+        decoder: FrameDecoder,
+        store: ReadingStore,
+        stats: BusStats,
+        urgent: Callable[[Reading], bool] | None = None,
+        on_urgent: Callable[[], None] | None = None,
+    ) -> None:
         self._decoder = decoder
         self._store = store
         self._stats = stats
+        self._urgent = urgent
+        self._on_urgent = on_urgent
         self._last_error_log = -ERROR_LOG_INTERVAL_S
 
     def on_frame(self, message: can.Message, received_at: float) -> None:
@@ -53,3 +64,6 @@ class Ingest:
         self._stats.frames_by_message[name] += 1
         for reading in readings:
             self._store.apply(reading)
+        urgent, wake = self._urgent, self._on_urgent
+        if urgent is not None and wake is not None and any(urgent(r) for r in readings):
+            wake()

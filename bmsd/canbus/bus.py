@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 FrameCallback = Callable[[can.Message, float], None]
 
+MAX_FRAMES_PER_WAKEUP = 512
+
 
 @dataclass(slots=True)
 class BusStats:
@@ -177,10 +179,15 @@ class _BatchReceiver:
         self.failure: BaseException | None = None
 
     def start(self) -> None:
-        try:
-            self._fd = self._bus.fileno()
-        except NotImplementedError:
-            self._fd = -1
+        # Only SocketCAN honours recv(timeout=0) without blocking; python-can's serial bus,
+        # for one, has a file descriptor but ignores the timeout (0.1 s), which would stall the
+        # loop. Every other interface is read by a thread.
+        self._fd = -1
+        if self._interface.config.interface == "socketcan":
+            try:
+                self._fd = self._bus.fileno()
+            except NotImplementedError:
+                self._fd = -1
         if self._fd >= 0:
             self._loop.add_reader(self._fd, self._on_readable)
             return
@@ -198,7 +205,12 @@ class _BatchReceiver:
 
     def _on_readable(self) -> None:
         try:
-            while (message := self._bus.recv(timeout=0)) is not None:
+            # Bounded: a flooded bus must not starve the control tick; the loop calls back
+            # while the socket stays readable.
+            for _ in range(MAX_FRAMES_PER_WAKEUP):
+                message = self._bus.recv(timeout=0)
+                if message is None:
+                    break
                 self._deliver(message, time.monotonic())
         except (can.CanError, OSError) as exc:
             self._loop.remove_reader(self._fd)

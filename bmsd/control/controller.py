@@ -240,7 +240,7 @@ class Controller:
             precharging=machine.mode is BmsMode.PRECHARGE and machine.step == "precharge",
             precharge_failed=machine.precharge_failed,
             bus_error_level=bus_error_level,
-            missed_ticks=0 if timing is None else timing.missed_this_tick,
+            control_stall_s=0.0 if timing is None else timing.stall_s,
             state_file_damaged=self._consume_damage_flag(),
             implausible_recent_ticks=len(window),
         )

@@ -62,6 +62,11 @@ class ControlLoop:
         self._commands: asyncio.Queue[tuple[Command, asyncio.Future[Reply]]] = asyncio.Queue()
         self.stats = LoopStats()
         self.on_tick: list[TickHook] = []
+        self._wake = asyncio.Event()
+
+    def wake_now(self) -> None:
+        """Take the next sample now (an urgent reading); call on the loop thread."""
+        self._wake.set()
 
     async def submit(self, command: Command) -> Reply:
         """Queue a command for the next tick and wait for its answer."""
@@ -73,15 +78,23 @@ class ControlLoop:
         tick_s = self._tick_s
         next_at = self._clock()
         next_summary = next_at + self._summary_interval_s
+        stopping = asyncio.ensure_future(stop.wait())
         while not stop.is_set():
             delay = next_at - self._clock()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
+            urgent = False
+            if delay > 0 and not self._wake.is_set():
+                waking = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    (stopping, waking), timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
+                waking.cancel()
+                if stop.is_set():
                     break
-                except TimeoutError:
-                    pass
+            if self._wake.is_set():
+                self._wake.clear()
+                urgent = self._clock() < next_at
             started = self._clock()
+            stall_s = max(0.0, started - next_at)
             missed = int((started - next_at) // tick_s)
             if missed > 0:
                 self.stats.missed_ticks += missed
@@ -93,6 +106,7 @@ class ControlLoop:
                 self.stats.last_duration_s,
                 self.stats.missed_ticks,
                 max(missed, 0),
+                stall_s,
             )
             pending = []
             while not self._commands.empty():
@@ -135,7 +149,9 @@ class ControlLoop:
             if self._summary_interval_s and finished >= next_summary:
                 next_summary = finished + self._summary_interval_s
                 log.info("pack %s", summary_line(state, self._module_count, self._module_timeout_s))
-            next_at += tick_s
+            if not urgent:
+                next_at += tick_s  # an urgent sample is extra: the schedule stays as it was
+        stopping.cancel()
 
 
 def _log_fault_event(event: FaultEvent) -> None:

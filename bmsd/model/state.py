@@ -23,6 +23,7 @@ class TickTiming:
     duration_s: float  # of the previous tick (this one is still running)
     missed_ticks: int  # since start
     missed_this_tick: int = 0  # periods skipped just before this tick
+    stall_s: float = 0.0  # how late this tick started against its original schedule
 
     @property
     def lateness_s(self) -> float:

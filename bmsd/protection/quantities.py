@@ -39,7 +39,7 @@ class ProtectionInputs:
     precharging: bool
     precharge_failed: bool
     bus_error_level: int  # worst bus: 0 active, 1 error-passive, 2 bus-off or receiver dead
-    missed_ticks: int  # ticks the control loop missed just before this one
+    control_stall_s: float  # how late this tick started (a stalled or overloaded loop)
     state_file_damaged: bool = False  # latched faults could not be restored at start
     # Ticks within the last IMPLAUSIBLE_WINDOW_S with any implausible reading: an intermittent
     # fault (a loose sense wire) makes a symmetric debounce random-walk; a window catches it.
@@ -340,11 +340,11 @@ QUANTITIES: tuple[Quantity, ...] = (
         lambda i: 1.0 if i.state_file_damaged else 0.0,
     ),
     Quantity(
-        "missed_ticks",
+        "control_stall_s",
         "above",
-        "",
-        "Control ticks missed just before this one (control loop overrun)",
-        lambda i: float(i.missed_ticks),
+        "s",
+        "How late this control tick started against its schedule (control loop overrun)",
+        lambda i: i.control_stall_s,
     ),
 )
 

@@ -271,6 +271,16 @@ class SimulatedPack:
         elif fault.kind == "stuck_current_sensor":
             self._stuck_current_a = self.true_current_a
 
+    def override_cell_voltage(self, index: int, voltage_v: float | None) -> None:
+        """Report ``voltage_v`` for flat cell ``index`` from now on (None: measure again).
+
+        For tests and benchmarks that need a measured value to stay put, e.g. an over-voltage.
+        """
+        if voltage_v is None:
+            self._stuck_cells.pop(index, None)
+        else:
+            self._stuck_cells[index] = voltage_v
+
     # -- commands from the master -----------------------------------------------------------
 
     def handle_frame(self, message: can.Message) -> None:

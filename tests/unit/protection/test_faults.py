@@ -359,7 +359,7 @@ def _inputs(high: float | None, low: float = 3.3) -> ProtectionInputs:
         precharging=False,
         precharge_failed=False,
         bus_error_level=0,
-        missed_ticks=0,
+        control_stall_s=0.0,
     )
 
 

@@ -132,7 +132,7 @@ def inputs(snap: PackSnapshot | None = None, **fields: Any) -> ProtectionInputs:
         precharging=False,
         precharge_failed=False,
         bus_error_level=0,
-        missed_ticks=0,
+        control_stall_s=0.0,
     )
     return dataclasses.replace(base, **fields)
 
@@ -262,7 +262,7 @@ VALUES = [
     ("can_bus_error_level", inputs(bus_error_level=2), 2.0),
     ("state_file_damaged", inputs(), 0.0),
     ("state_file_damaged", inputs(state_file_damaged=True), 1.0),
-    ("missed_ticks", inputs(missed_ticks=3), 3.0),
+    ("control_stall_s", inputs(control_stall_s=0.3), 0.3),
 ]
 
 
