@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import queue
 import random
 import shutil
@@ -148,6 +149,8 @@ def plant_main(channel: str, state_dir: Path, modules: int, cells: int) -> None:
                 elif line.strip() == "release":
                     pack.override_cell_voltage(0, None)
 
+    gc.collect()
+    gc.freeze()  # as the daemon does: no long collector pauses in the timestamping process
     threading.Thread(target=receive, daemon=True).start()
     threading.Thread(target=commands, daemon=True).start()
     step_s = config.sim.physics_step_s

@@ -7,6 +7,7 @@ event ends every task, then the buses are closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -155,6 +156,10 @@ class Daemon:
         try:
             self._open_buses(loop)
             await self.control_server.start()
+            # Everything built so far lives as long as the daemon: keep it out of the cyclic
+            # garbage collector's scans, whose full passes would otherwise stall a tick.
+            gc.collect()
+            gc.freeze()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.loop.run(stop), name="control")
                 if self.config.sim.enabled:

@@ -1,4 +1,5 @@
-"""Command line: ``bmsd run | check-config | replay | sim | faults | explain``.
+"""Command line: ``bmsd run | check-config | replay | sim | faults | explain | fit-cell |
+estimate``.
 
 Every command that reads a config accepts ``--set section.key=value`` (repeatable); the
 override is validated exactly like the file. Exit codes: 0 success, 1 runtime failure,
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bmsd.config import Config, load_config
@@ -81,7 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(explain)
     explain.add_argument("log", type=Path, nargs="?", help="CAN log to replay first")
+
+    from bmsd.estimation.commands import register as register_estimation
+
+    ESTIMATION_COMMANDS.update(register_estimation(commands))
     return parser
+
+
+# Filled by build_parser: the cell characterisation and offline estimation commands.
+ESTIMATION_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def _load(path: Path, overrides: Sequence[str]) -> Config:
@@ -289,7 +298,8 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler = COMMANDS.get(args.command) or ESTIMATION_COMMANDS[args.command]
+        return handler(args)
     except ConfigError as exc:
         print(f"bmsd: invalid configuration ({len(exc.issues)} problem(s)):", file=sys.stderr)
         for issue in exc.issues:

@@ -38,8 +38,20 @@ async def _run_live(config_overrides: tuple[str, ...], run_s: float) -> PackStat
     sim_stop.set()
     await sim_task
     sim_bus.shutdown()
-    # Let the daemon tick after the last frame, so its state holds every last value.
-    await asyncio.sleep(0.3)
+    # Let every frame in flight arrive, then a tick after the last one, so the live state holds
+    # every last value (fixed sleeps are not enough on a loaded machine).
+    bus = daemon.buses["slaves"]
+    seen, quiet_since = -1, 0.0
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(0.05)
+        if bus.stats.rx_frames != seen:
+            seen, quiet_since = bus.stats.rx_frames, loop.time()
+        elif loop.time() - quiet_since > 0.15:
+            break
+    tick = daemon.controller.tick
+    while daemon.controller.tick < tick + 2:
+        await asyncio.sleep(0.02)
     daemon.request_stop()
     await daemon_task
     latest = daemon.hub.latest
