@@ -38,6 +38,8 @@ from bmsd.sim.runner import build_simulated_pack, run_simulator
 
 log = logging.getLogger(__name__)
 
+ESTIMATES_FILE = "estimates.json"
+
 
 class Daemon:
     """The whole daemon, built from one config."""
@@ -51,8 +53,9 @@ class Daemon:
         cell = CellModel.load(config.path(config.pack.cell_file))
         self.cell_capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
         self.controller = Controller(
-            config, self.topology, self.store, self.cell_capacity_ah, time.monotonic()
+            config, self.topology, self.store, self.cell_capacity_ah, time.monotonic(), cell
         )
+        self.estimates_path = config.path(config.state.directory) / ESTIMATES_FILE
         self.state_dir = config.path(config.state.directory)
         self.latched_store = LatchedFaultStore(self.state_dir)
         self.journal = FaultJournal(self.state_dir)
@@ -104,6 +107,17 @@ class Daemon:
                     "latched fault %s is no longer in the enabled fault table: dropped", key
                 )
         self.controller.restore_latched(latched, time.monotonic(), damaged=bool(problem))
+        estimator = self.controller.estimator
+        if estimator is not None:
+            reason = estimator.load(self.estimates_path)
+            if reason:
+                # Never a silently wrong value: start from OCV with a wide uncertainty.
+                log.warning(
+                    "SOC/SOH state %s not used (%s): starting from OCV", self.estimates_path, reason
+                )
+            else:
+                self.controller.estimator_ready = True
+                log.info("restored SOC/SOH state from %s", self.estimates_path)
 
     def bus_error_level(self) -> int:
         """Worst bus: 0 error-active, 1 error-passive, 2 bus-off or receiver dead."""
@@ -127,6 +141,19 @@ class Daemon:
     def _persist(self, state: PackState) -> None:
         self.latched_store.save_if_changed(state.faults)
         self.journal.append(state.fault_events, state)
+        estimator = self.controller.estimator
+        ready = estimator is not None and self.controller.estimator_ready
+        if ready and estimator is not None and estimator.save_due(state.time_s):
+            estimator.save(self.estimates_path)
+
+    def save_estimates(self) -> None:
+        """Write the SOC/SOH state now (at shutdown)."""
+        estimator = self.controller.estimator
+        if estimator is not None and self.controller.estimator_ready:
+            try:
+                estimator.save(self.estimates_path)
+            except OSError as exc:
+                log.error("cannot save the SOC/SOH state to %s: %s", self.estimates_path, exc)
 
     def _send_contactor_command(self, state: PackState) -> None:
         if self.protocol.mapping.switchbox is None:
@@ -177,6 +204,7 @@ class Daemon:
                     ", simulated pack" if self.config.sim.enabled else "",
                 )
         finally:
+            self.save_estimates()
             await self.control_server.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bmsd.errors import ConfigError, ConfigIssue
+from bmsd.estimation.settings import EstimationConfig
 from bmsd.model.faults import FaultLevel
 from bmsd.protection.limits import LimitsConfig
 from bmsd.protection.table import FaultSpec
@@ -430,6 +431,7 @@ class Config:
     acquisition: AcquisitionConfig = doc("Acquisition of slave and sensor readings")
     protection: ProtectionConfig = doc("Safe operating area and diagnostics")
     limits: LimitsConfig = doc_factory("Charge and discharge limits", LimitsConfig)
+    estimation: EstimationConfig = doc_factory("SOC/SOH estimation", EstimationConfig)
     control: ControlConfig = doc_factory("Control loop", ControlConfig)
     state: StateConfig = doc_factory("Persistent state", StateConfig)
     logging: LoggingConfig = doc_factory("Logging", LoggingConfig)

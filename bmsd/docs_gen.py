@@ -207,6 +207,8 @@ def _default(field: dataclasses.Field[Any], tp: Any) -> str:
         value: Any = field.default
     else:
         value = typing.cast(Callable[[], Any], field.default_factory)()
+    if value is None:
+        return "unset (omit the key)"
     return f"`{toml_value(value)}`"
 
 

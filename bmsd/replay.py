@@ -77,7 +77,7 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
             if next_tick is None:
                 next_tick = timestamp + tick_s
                 capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
-                controller = Controller(config, topology, store, capacity_ah, timestamp)
+                controller = Controller(config, topology, store, capacity_ah, timestamp, cell)
             while timestamp >= next_tick:
                 tick(next_tick)
                 next_tick += tick_s

@@ -18,7 +18,10 @@ import numpy as np
 from bmsd.acquisition.snapshot import SnapshotBuilder
 from bmsd.acquisition.store import ReadingStore
 from bmsd.config import Config
+from bmsd.estimation.estimator import Estimator
 from bmsd.model.bms import BmsMode, ContactorCommand, Reply, Request
+from bmsd.model.cell import CellModel
+from bmsd.model.estimates import Estimates
 from bmsd.model.events import Event
 from bmsd.model.faults import FaultEvent, FaultState
 from bmsd.model.snapshot import PackSnapshot
@@ -54,7 +57,9 @@ class Controller:
         store: ReadingStore,
         cell_capacity_ah: float,
         start_s: float,
+        cell: CellModel | None = None,
     ) -> None:
+        """``cell``: the cell model; with it the SOC/SOH estimator runs in every tick."""
         self._config = config
         self._topology = topology
         self._store = store
@@ -63,6 +68,18 @@ class Controller:
         self._faults: FaultState = initial_state(self._table)
         self._machine = initial_machine(start_s)
         self._limits = LimitCalculator(config.limits)
+        self.estimator: Estimator | None = None
+        self.estimator_ready = False  # restored from disk, or initialised from OCV
+        if cell is not None:
+            self.estimator = Estimator(
+                cell,
+                topology.cell_count,
+                topology.cells_in_parallel,
+                config.estimation,
+                cell_capacity_ah,
+                strings=topology.strings,
+            )
+        self._estimates: Estimates | None = None
         self._pack_capacity_ah = cell_capacity_ah * topology.cells_in_parallel * topology.strings
         self._tick = 0
         self._mismatch_since: float | None = None
@@ -129,6 +146,7 @@ class Controller:
             before, self._machine_inputs(snapshot, data_ok, now), self._config.protection.contactors
         )
         machine = self._machine
+        self._estimates = self._estimate(snapshot, now)
         reaction = fault_reaction(self._faults, self._table, self._config.limits)
         limits = self._limits.step(
             inputs_from_snapshot(
@@ -139,6 +157,7 @@ class Controller:
                 discharge_fault_factor=reaction.discharge_factor,
                 fault_reason=reaction.reason,
                 data_ok=data_ok,
+                soc=None if self._estimates is None else self._estimates.pack_soc,
             )
         )
         events = self._source_events(snapshot)
@@ -158,10 +177,34 @@ class Controller:
             replies=tuple(replies),
             data_ok=data_ok,
             limits=limits,
+            estimates=self._estimates,
         )
         return state, events
 
     # -- pieces of the tick ------------------------------------------------------------------
+
+    def _estimate(self, snapshot: PackSnapshot, now: float) -> Estimates | None:
+        """One estimator step; until it has a starting point, start it from OCV when it can."""
+        estimator = self.estimator
+        if estimator is None:
+            return None
+        if not self.estimator_ready:
+            if not (snapshot.all_cells_valid and snapshot.all_temps_valid):
+                return None
+            estimator.initialise_from_ocv(snapshot.cell_voltage_v, snapshot.cell_temp_c)
+            self.estimator_ready = True
+        contactors = snapshot.contactors
+        current_is_zero = contactors is not None and not (
+            contactors.minus_closed or contactors.plus_closed or contactors.precharge_closed
+        )
+        return estimator.step(
+            now,
+            snapshot.pack_current_a,
+            snapshot.cell_voltage_v,
+            snapshot.cell_voltage_valid,
+            snapshot.cell_temp_c,
+            current_is_zero,
+        )
 
     def _answer(
         self,

@@ -44,6 +44,8 @@ def state_record(state: PackState) -> dict[str, Any]:
         "active_faults": [level.key for level in state.faults.active()],
         "latched_faults": [level.key for level in state.faults.latched()],
         "limits": limits_record(state.limits),
+        "soc": None if state.estimates is None else round(state.estimates.pack_soc, 5),
+        "soc_std": None if state.estimates is None else round(state.estimates.pack_soc_std, 5),
         "pack_current_a": _num(snap.pack_current_a, 3),
         "pack_voltage_v": _num(snap.pack_voltage_v, 3),
         "bus_voltage_v": _num(snap.bus_voltage_v, 2),
@@ -138,6 +140,9 @@ def summary_line(state: PackState, module_count: int, module_timeout_s: float) -
         f"CVL={limits.charge_voltage_v:.1f}V CCL={limits.charge_current_a:.0f}A "
         f"DCL={limits.discharge_current_a:.0f}A"
     )
+    estimates = state.estimates
+    if estimates is not None:
+        parts.append(f"SOC={100 * estimates.pack_soc:.1f}%(±{100 * estimates.pack_soc_std:.1f})")
     parts.append("V=" + ("?" if snap.pack_voltage_v is None else f"{snap.pack_voltage_v:.2f}V"))
     parts.append("I=" + ("?" if snap.pack_current_a is None else f"{snap.pack_current_a:+.1f}A"))
     cells = snap.cell_voltage

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bmsd.model.bms import BmsMode, ContactorCommand, Reply
+from bmsd.model.estimates import Estimates
 from bmsd.model.faults import FaultEvent, FaultState
 from bmsd.model.limits import Limits
 from bmsd.model.snapshot import PackSnapshot
@@ -47,3 +48,4 @@ class PackState:
     replies: tuple[Reply, ...]
     data_ok: bool  # every cell, temperature, current and contactor reading valid
     limits: Limits  # what the inverter may do now, each with its contributors
+    estimates: Estimates | None = None  # None until the estimator has a starting point

@@ -49,7 +49,7 @@ class ClosedLoop:
         self.encoder = FrameEncoder(self.protocol, self.topology)
         cell = CellModel.load(config.path(config.pack.cell_file))
         capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
-        self.controller = Controller(config, self.topology, self.store, capacity_ah, 0.0)
+        self.controller = Controller(config, self.topology, self.store, capacity_ah, 0.0, cell)
         self.trace = Trace()
         self._pending: list[Command] = []
         self._next_tick_s = config.control.tick_s
