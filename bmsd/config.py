@@ -23,6 +23,7 @@ from bmsd.schema import (
     doc,
     doc_factory,
     has_dotted,
+    must_be_positive,
     parse,
     parse_override,
     read_toml,
@@ -150,14 +151,13 @@ class AcquisitionConfig:
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        for key in (
+        problems += must_be_positive(
+            self,
             "module_timeout_s",
             "temp_timeout_s",
             "current_sensor_timeout_s",
             "switchbox_timeout_s",
-        ):
-            if getattr(self, key) <= 0:
-                problems.append((key, "must be positive"))
+        )
         for key in ("cell_voltage_range_v", "temp_range_c", "current_range_a"):
             low, high = getattr(self, key)
             if low >= high:
@@ -203,15 +203,14 @@ class ContactorConfig:
         problems: list[tuple[str, str]] = []
         if not 0.5 <= self.precharge_voltage_share < 1.0:
             problems.append(("precharge_voltage_share", "must be at least 0.5 and below 1"))
-        for key in (
+        problems += must_be_positive(
+            self,
             "feedback_timeout_s",
             "precharge_timeout_s",
             "open_wait_s",
             "weld_check_delay_s",
             "command_timeout_s",
-        ):
-            if getattr(self, key) <= 0:
-                problems.append((key, "must be positive"))
+        )
         if self.break_current_a < 0:
             problems.append(("break_current_a", "must not be negative"))
         return problems
@@ -403,7 +402,8 @@ class SimConfig:
         problems: list[tuple[str, str]] = []
         if not 0.0 <= self.initial_soc <= 1.0:
             problems.append(("initial_soc", "must be between 0 and 1"))
-        for key in (
+        problems += must_be_positive(
+            self,
             "physics_step_s",
             "cell_period_s",
             "temp_period_s",
@@ -413,9 +413,7 @@ class SimConfig:
             "bleed_resistor_ohm",
             "precharge_resistor_ohm",
             "link_capacitance_f",
-        ):
-            if getattr(self, key) <= 0:
-                problems.append((key, "must be positive"))
+        )
         for key in ("soc_spread_pct", "capacity_spread_pct", "resistance_spread_pct"):
             if not 0 <= getattr(self, key) < 30:
                 problems.append((key, "must be at least 0 and below 30"))

@@ -46,6 +46,16 @@ def doc_factory(text: str, factory: Any, *, unit: str = "") -> Any:
     return dataclasses.field(default_factory=factory, metadata={"doc": text, "unit": unit})
 
 
+def must_be_positive(obj: object, *keys: str) -> list[tuple[str, str]]:
+    """For a ``check()``: (key, reason) for each listed number that is not above zero."""
+    return [(key, "must be positive") for key in keys if not getattr(obj, key) > 0]
+
+
+def must_not_be_negative(obj: object, *keys: str) -> list[tuple[str, str]]:
+    """For a ``check()``: (key, reason) for each listed number below zero."""
+    return [(key, "must not be negative") for key in keys if getattr(obj, key) < 0]
+
+
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix and key else prefix or key
 

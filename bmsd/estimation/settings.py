@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bmsd.schema import doc
+from bmsd.schema import doc, must_be_positive, must_not_be_negative
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +212,7 @@ class EstimationConfig:
             "state_save_interval_s",
             "max_state_age_s",
         )
-        for key in positive:
-            if not getattr(self, key) > 0.0:
-                problems.append((key, "must be positive"))
+        problems += must_be_positive(self, *positive)
         non_negative = (
             "soc_random_walk_per_sqrt_h",
             "current_gain_error",
@@ -230,9 +228,7 @@ class EstimationConfig:
             "capacity_min_ocv_slope_v",
             "capacity_prior_weight",
         )
-        for key in non_negative:
-            if getattr(self, key) < 0.0:
-                problems.append((key, "must not be negative"))
+        problems += must_not_be_negative(self, *non_negative)
         for key in ("voltage_noise_v", "model_error_v"):
             if getattr(self, key) > 0.5:
                 problems.append((key, "must be at most 0.5 V (is it in mV?)"))

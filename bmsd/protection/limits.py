@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from bmsd.model.limits import Contributor, Limits
 from bmsd.model.snapshot import PackSnapshot
-from bmsd.schema import doc
+from bmsd.schema import doc, must_be_positive, must_not_be_negative
 
 Curve = tuple[tuple[float, float], ...]
 """(x, fraction of the configured maximum) points, x strictly increasing."""
@@ -205,15 +205,14 @@ class LimitsConfig:
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        for key in (
+        problems += must_be_positive(
+            self,
             "max_charge_current_a",
             "max_discharge_current_a",
             "ccl_ramp_a_per_s",
             "dcl_ramp_a_per_s",
             "cvl_ramp_cell_v_per_s",
-        ):
-            if not getattr(self, key) > 0.0:
-                problems.append((key, "must be positive"))
+        )
         for key in ("cell_charge_voltage_v", "cell_discharge_voltage_v", "cvl_floor_cell_v"):
             if not 1.0 <= getattr(self, key) <= 5.0:
                 problems.append((key, "must be between 1 and 5 V (a cell voltage)"))
@@ -228,14 +227,13 @@ class LimitsConfig:
             )
         if not 0.0 <= self.warning_derate_factor <= 1.0:
             problems.append(("warning_derate_factor", "must be between 0 and 1"))
-        for key in (
+        problems += must_not_be_negative(
+            self,
             "cvl_release_s",
             "cvl_trim_s",
             "cvl_trim_max_cell_v",
             "cvl_trim_deadband_cell_v",
-        ):
-            if getattr(self, key) < 0.0:
-                problems.append((key, "must not be negative"))
+        )
         volts, temps, soc = (0.0, 6.0), (-60.0, 120.0), (0.0, 1.0)
         problems += _check_curve(
             "ccl_curve_cell_voltage_v",

@@ -16,7 +16,7 @@ from typing import Literal
 
 from bmsd.model.faults import FaultLevel
 from bmsd.protection.quantities import QUANTITY_BY_NAME
-from bmsd.schema import doc
+from bmsd.schema import doc, must_not_be_negative
 
 Blocks = Literal["charge", "discharge", "both", "none"]
 
@@ -46,9 +46,7 @@ class LevelSpec:
             problems.append(("hysteresis", "must not be negative"))
         if not 1 <= self.debounce_samples <= 10_000:
             problems.append(("debounce_samples", "must be between 1 and 10000"))
-        for key in ("set_delay_s", "clear_delay_s"):
-            if getattr(self, key) < 0:
-                problems.append((key, "must not be negative"))
+        problems += must_not_be_negative(self, "set_delay_s", "clear_delay_s")
         return problems
 
 
