@@ -29,7 +29,6 @@ from bmsd.control.hub import StateHub
 from bmsd.control.loop import ControlLoop
 from bmsd.control.socket import ControlServer, socket_path
 from bmsd.errors import BmsdError
-from bmsd.model.cell import CellModel
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
 from bmsd.protection.journal import FaultJournal
@@ -50,11 +49,10 @@ class Daemon:
         self.protocol: Protocol = load_protocol(config.path(config.acquisition.protocol))
         self.decoder = FrameDecoder(self.protocol, self.topology)
         self.store = ReadingStore(self.topology)
-        cell = CellModel.load(config.path(config.pack.cell_file))
-        self.cell_capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
-        self.controller = Controller(
-            config, self.topology, self.store, self.cell_capacity_ah, time.monotonic(), cell
+        self.controller = Controller.from_config(
+            config, self.topology, self.store, time.monotonic()
         )
+        self.cell_capacity_ah = self.controller.cell_capacity_ah
         self.estimates_path = config.path(config.state.directory) / ESTIMATES_FILE
         self.state_dir = config.path(config.state.directory)
         self.latched_store = LatchedFaultStore(self.state_dir)
@@ -158,14 +156,11 @@ class Daemon:
     def _send_contactor_command(self, state: PackState) -> None:
         if self.protocol.mapping.switchbox is None:
             return
-        command = state.contactor_command
         self._command_counter += 1
-        frame = self.encoder.switchbox_command(
-            minus=command.minus,
-            plus=command.plus,
-            precharge=command.precharge,
-            counter=self._command_counter,
-            timeout_s=self.config.protection.contactors.command_timeout_s,
+        frame = self.encoder.contactor_command(
+            state.contactor_command,
+            self._command_counter,
+            self.config.protection.contactors.command_timeout_s,
         )
         self.buses[self.config.acquisition.bus].send(frame)
 

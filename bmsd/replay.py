@@ -24,7 +24,6 @@ from bmsd.control.controller import Controller
 from bmsd.control.export import event_record, fault_event_record, state_record
 from bmsd.errors import BmsdError
 from bmsd.model.bms import ContactorCommand
-from bmsd.model.cell import CellModel
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
 
@@ -48,7 +47,6 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
     store = ReadingStore(topology)
     stats = BusStats()
     ingest = Ingest(FrameDecoder(protocol, topology), store, stats)
-    cell = CellModel.load(config.path(config.pack.cell_file))
     controller: Controller | None = None
     tick_s = config.control.tick_s
     next_tick: float | None = None
@@ -76,8 +74,7 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
             timestamp = float(message.timestamp)
             if next_tick is None:
                 next_tick = timestamp + tick_s
-                capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
-                controller = Controller(config, topology, store, capacity_ah, timestamp, cell)
+                controller = Controller.from_config(config, topology, store, timestamp)
             while timestamp >= next_tick:
                 tick(next_tick)
                 next_tick += tick_s

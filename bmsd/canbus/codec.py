@@ -16,6 +16,7 @@ import can
 
 from bmsd.canbus.protocol import GroupedValues, MaskMessage, Protocol, SignalRef
 from bmsd.errors import CanCodecError
+from bmsd.model.bms import ContactorCommand
 from bmsd.model.readings import (
     BalancingFeedback,
     CellVoltageGroup,
@@ -323,6 +324,18 @@ class FrameEncoder:
         if box.timeout_signal:
             values[box.timeout_signal] = timeout_s
         return _encode(message, values, message.frame_id)
+
+    def contactor_command(
+        self, command: ContactorCommand, counter: int, timeout_s: float
+    ) -> can.Message:
+        """The switch box command frame for a state machine's contactor command."""
+        return self.switchbox_command(
+            minus=command.minus,
+            plus=command.plus,
+            precharge=command.precharge,
+            counter=counter,
+            timeout_s=timeout_s,
+        )
 
     def balancing_command(
         self, module: int, bleeding: Sequence[bool], timeout_s: float

@@ -60,6 +60,7 @@ class Controller:
         cell: CellModel | None = None,
     ) -> None:
         """``cell``: the cell model; with it the SOC/SOH estimator runs in every tick."""
+        self.cell_capacity_ah = cell_capacity_ah
         self._config = config
         self._topology = topology
         self._store = store
@@ -89,6 +90,16 @@ class Controller:
         self._module_fresh = np.zeros(topology.module_count, dtype=np.bool_)
         self._current_fresh = False
         self._contactors_fresh = False
+
+    @classmethod
+    def from_config(
+        cls, config: Config, topology: Topology, store: ReadingStore, start_s: float
+    ) -> Controller:
+        """The controller of a config: its cell file, capacity and estimator (daemon, replay,
+        closed loop all build it this way)."""
+        cell = CellModel.load(config.path(config.pack.cell_file))
+        capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
+        return cls(config, topology, store, capacity_ah, start_s, cell)
 
     @property
     def tick(self) -> int:

@@ -18,7 +18,6 @@ from bmsd.canbus.codec import FrameDecoder, FrameEncoder
 from bmsd.canbus.protocol import load_protocol
 from bmsd.config import Config
 from bmsd.control.controller import Command, Controller
-from bmsd.model.cell import CellModel
 from bmsd.model.events import Event
 from bmsd.model.faults import FaultEvent
 from bmsd.model.state import PackState
@@ -47,9 +46,7 @@ class ClosedLoop:
         self.stats = BusStats()
         self.ingest = Ingest(FrameDecoder(self.protocol, self.topology), self.store, self.stats)
         self.encoder = FrameEncoder(self.protocol, self.topology)
-        cell = CellModel.load(config.path(config.pack.cell_file))
-        capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
-        self.controller = Controller(config, self.topology, self.store, capacity_ah, 0.0, cell)
+        self.controller = Controller.from_config(config, self.topology, self.store, 0.0)
         self.trace = Trace()
         self._pending: list[Command] = []
         self._next_tick_s = config.control.tick_s
@@ -90,14 +87,11 @@ class ClosedLoop:
         self.trace.events.extend(events)
         self.trace.fault_events.extend(state.fault_events)
         if self.protocol.mapping.switchbox is not None:
-            command = state.contactor_command
             self._counter += 1
             self.pack.handle_frame(
-                self.encoder.switchbox_command(
-                    minus=command.minus,
-                    plus=command.plus,
-                    precharge=command.precharge,
-                    counter=self._counter,
-                    timeout_s=self.config.protection.contactors.command_timeout_s,
+                self.encoder.contactor_command(
+                    state.contactor_command,
+                    self._counter,
+                    self.config.protection.contactors.command_timeout_s,
                 )
             )
