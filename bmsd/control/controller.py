@@ -19,7 +19,7 @@ from bmsd.acquisition.snapshot import SnapshotBuilder
 from bmsd.acquisition.store import ReadingStore
 from bmsd.config import Config
 from bmsd.estimation.estimator import Estimator
-from bmsd.model.bms import BmsMode, ContactorCommand, Reply, Request
+from bmsd.model.bms import Answer, BmsMode, ContactorCommand, Reply, Request
 from bmsd.model.cell import CellModel
 from bmsd.model.estimates import Estimates
 from bmsd.model.events import Event
@@ -225,6 +225,9 @@ class Controller:
         now: float,
         fault_events: list[FaultEvent],
     ) -> Reply:
+        if command.request in (Request.BALANCING_ON, Request.BALANCING_OFF):
+            # Answered by the balancing coordinator once one is configured.
+            return Reply(command.request, Answer.ILLEGAL, "no balancing configured")
         reset_cleared = False
         if command.request is Request.RESET:
             before = len(self._faults.latched())

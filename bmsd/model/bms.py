@@ -21,6 +21,12 @@ class Request(StrEnum):
     CLOSE = "close"
     OPEN = "open"
     RESET = "reset"
+    BALANCING_ON = "balancing_on"
+    BALANCING_OFF = "balancing_off"
+
+
+CONTACTOR_REQUESTS = frozenset({Request.CLOSE, Request.OPEN, Request.RESET})
+"""The requests the contactor state machine answers; the others go to their own part."""
 
 
 class Answer(StrEnum):

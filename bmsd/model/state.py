@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bmsd.model.balancing import BalancingState
 from bmsd.model.bms import BmsMode, ContactorCommand, Reply
 from bmsd.model.estimates import Estimates
 from bmsd.model.faults import FaultEvent, FaultState
@@ -49,3 +50,4 @@ class PackState:
     data_ok: bool  # every cell, temperature, current and contactor reading valid
     limits: Limits  # what the inverter may do now, each with its contributors
     estimates: Estimates | None = None  # None until the estimator has a starting point
+    balancing: BalancingState | None = None  # None when no balancing is configured

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bmsd.config import ContactorConfig
-from bmsd.model.bms import OPEN, Answer, BmsMode, ContactorCommand, Request
+from bmsd.model.bms import CONTACTOR_REQUESTS, OPEN, Answer, BmsMode, ContactorCommand, Request
 from bmsd.model.readings import ContactorFeedback
 from bmsd.protection.statemachine import (
     MachineInputs,
@@ -764,7 +764,7 @@ def test_request_answer(
 
 def test_every_request_is_tried_in_every_mode() -> None:
     tried = {(row.values[0], row.values[1]) for row in REQUESTS}
-    assert tried == {(mode, request) for mode in BmsMode for request in Request}
+    assert tried == {(mode, request) for mode in BmsMode for request in CONTACTOR_REQUESTS}
 
 
 @pytest.mark.parametrize(
