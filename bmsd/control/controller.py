@@ -18,6 +18,7 @@ import numpy as np
 from bmsd.acquisition.snapshot import SnapshotBuilder
 from bmsd.acquisition.store import ReadingStore
 from bmsd.config import Config
+from bmsd.control.supervision import ExternalInputs
 from bmsd.estimation.estimator import Estimator
 from bmsd.model.bms import Answer, BmsMode, ContactorCommand, Reply, Request
 from bmsd.model.cell import CellModel
@@ -58,8 +59,11 @@ class Controller:
         cell_capacity_ah: float,
         start_s: float,
         cell: CellModel | None = None,
+        external: ExternalInputs | None = None,
     ) -> None:
-        """``cell``: the cell model; with it the SOC/SOH estimator runs in every tick."""
+        """``cell``: the cell model; with it the SOC/SOH estimator runs in every tick.
+        ``external``: supervision inputs from the publishers (EMS heartbeat, inverter)."""
+        self.external = external if external is not None else ExternalInputs()
         self.cell_capacity_ah = cell_capacity_ah
         self._config = config
         self._topology = topology
@@ -300,6 +304,7 @@ class Controller:
             control_stall_s=0.0 if timing is None else timing.stall_s,
             state_file_damaged=self._consume_damage_flag(),
             implausible_recent_ticks=len(window),
+            external=self.external.values(now),
         )
 
     def _consume_damage_flag(self) -> bool:

@@ -14,8 +14,8 @@ the fault clears normally.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from bmsd.model.snapshot import PackSnapshot
@@ -44,6 +44,9 @@ class ProtectionInputs:
     # Ticks within the last IMPLAUSIBLE_WINDOW_S with any implausible reading: an intermittent
     # fault (a loose sense wire) makes a symmetric debounce random-walk; a window catches it.
     implausible_recent_ticks: int = 0
+    # Supervision values from outside the pack (EMS heartbeat age, inverter keep-alive age,
+    # ...), by name; see bmsd.control.supervision. A missing name reads as "cannot judge".
+    external: Mapping[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
