@@ -69,11 +69,14 @@ def pack_overrides(modules: int, cells: int) -> tuple[str, ...]:
     )
 
 
-def reaction_config(channel: str, state_dir: Path, modules: int, cells: int) -> Config:
+def reaction_config(
+    channel: str, state_dir: Path, modules: int, cells: int, switch_ms: float
+) -> Config:
     return load_config(
         SIM,
         (
             *pack_overrides(modules, cells),
+            f"control.thread_switch_interval_s={switch_ms / 1000.0}",
             "can.slaves.interface='serial'",
             f"can.slaves.channel='{channel}'",
             "sim.enabled=false",
@@ -96,9 +99,12 @@ def reaction_config(channel: str, state_dir: Path, modules: int, cells: int) -> 
 # -- the plant process ---------------------------------------------------------------------------
 
 
-def plant_main(channel: str, state_dir: Path, modules: int, cells: int) -> None:
+def plant_main(channel: str, state_dir: Path, modules: int, cells: int, switch_ms: float) -> None:
     """Simulated pack on ``channel``; stdin "inject" -> stdout "<sent> <opened>" (monotonic s)."""
-    config = reaction_config(channel, state_dir, modules, cells)
+    config = reaction_config(channel, state_dir, modules, cells, switch_ms)
+    # The plant stands in for the wire and the slave boards: give its threads the same short
+    # interpreter-lock switch interval as the daemon, so the link adds as little as it can.
+    sys.setswitchinterval(config.control.thread_switch_interval_s)
     topology = Topology.from_config(config.pack)
     protocol = load_protocol(config.path(config.acquisition.protocol))
     pack = build_simulated_pack(config, protocol, topology)
@@ -176,8 +182,9 @@ async def run_trials(
     state_dir: Path,
     modules: int,
     cells: int,
+    switch_ms: float,
 ) -> list[float]:
-    daemon = Daemon(reaction_config(channel, state_dir, modules, cells))
+    daemon = Daemon(reaction_config(channel, state_dir, modules, cells, switch_ms))
     task = asyncio.create_task(daemon.run())
     assert plant.stdin is not None and plant.stdout is not None
     loop = asyncio.get_running_loop()
@@ -275,12 +282,18 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=1000, help="ticks timed per pack size")
     parser.add_argument("--modules", type=int, default=4, help="modules of the reaction pack")
     parser.add_argument("--cells", type=int, default=16, help="cells per module of that pack")
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=1.0,
+        help="control.thread_switch_interval_s of daemon and plant, ms (Python's default: 5)",
+    )
     parser.add_argument("--plant", help=argparse.SUPPRESS)  # the child process's channel
     parser.add_argument("--state", help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure_logging("error", "text")
     if args.plant:
-        plant_main(args.plant, Path(args.state), args.modules, args.cells)
+        plant_main(args.plant, Path(args.state), args.modules, args.cells, args.switch_interval_ms)
         return
 
     print("one control tick (Controller.step), full data, contactors closed:")
@@ -311,6 +324,8 @@ def main() -> None:
                 str(args.modules),
                 "--cells",
                 str(args.cells),
+                "--switch-interval-ms",
+                str(args.switch_interval_ms),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -318,7 +333,15 @@ def main() -> None:
         )
         try:
             results = asyncio.run(
-                run_trials(args.trials, str(end_daemon), plant, Path(tmp), args.modules, args.cells)
+                run_trials(
+                    args.trials,
+                    str(end_daemon),
+                    plant,
+                    Path(tmp),
+                    args.modules,
+                    args.cells,
+                    args.switch_interval_ms,
+                )
             )
         finally:
             plant.kill()

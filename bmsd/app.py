@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -174,6 +175,8 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         sim_bus: can.BusABC | None = None
+        previous_switch_interval_s = sys.getswitchinterval()
+        sys.setswitchinterval(self.config.control.thread_switch_interval_s)
         self.restore()
         try:
             self._open_buses(loop)
@@ -200,6 +203,7 @@ class Daemon:
                 )
         finally:
             self.save_estimates()
+            sys.setswitchinterval(previous_switch_interval_s)
             await self.control_server.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

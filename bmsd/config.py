@@ -298,11 +298,21 @@ class ControlConfig:
     summary_log_interval_s: float = doc(
         "Log a one-line pack summary this often; 0: never", unit="s", default=5.0
     )
+    thread_switch_interval_s: float = doc(
+        "Python's thread switch interval while the daemon runs. Frames are read by a receiver "
+        "thread; a frame that arrives while the loop thread computes a tick waits up to this "
+        "long for the interpreter lock (Python's own default, 5 ms, would eat half of a 10 ms "
+        "reaction budget)",
+        unit="s",
+        default=0.001,
+    )
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         if not 0.01 <= self.tick_s <= 10.0:
             problems.append(("tick_s", "must be between 0.01 and 10"))
+        if not 0.0001 <= self.thread_switch_interval_s <= 0.005:
+            problems.append(("thread_switch_interval_s", "must be between 0.0001 and 0.005"))
         if self.summary_log_interval_s < 0:
             problems.append(("summary_log_interval_s", "must not be negative"))
         return problems
