@@ -96,11 +96,22 @@ class BusConfig:
         default="",
     )
     receive_own_messages: bool = doc("Also receive frames this process sends", default=False)
+    reopen_delay_s: float = doc(
+        "When the interface fails or disappears (a USB adapter unplugged, a SocketCAN link "
+        "down), try to reopen it after this long, doubling after each failed try",
+        unit="s",
+        default=0.5,
+    )
+    reopen_max_delay_s: float = doc("Longest wait between two reopen tries", unit="s", default=30.0)
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         if not self.interface:
             problems.append(("interface", "must not be empty"))
+        if self.reopen_delay_s <= 0:
+            problems.append(("reopen_delay_s", "must be positive"))
+        if self.reopen_max_delay_s < self.reopen_delay_s:
+            problems.append(("reopen_max_delay_s", "must not be below reopen_delay_s"))
         if not 10_000 <= self.bitrate <= 8_000_000:
             problems.append(("bitrate", "must be between 10000 and 8000000"))
         if self.record and Path(self.record).suffix.lower() not in RECORD_SUFFIXES:

@@ -7,6 +7,11 @@ python-can's ``Notifier`` wakes the loop once per frame, which caps a virtual bu
 frames/s on this class of machine; batching removes that per-frame hand-over (bench/can_ingest.py).
 Frames the process sends are also written to the recording, so a recording holds the whole
 conversation. Errors of the bus are counted and reported, never allowed to kill the daemon.
+
+An interface that fails while running (a USB adapter unplugged, a SocketCAN link taken down)
+is reported dead at once — the fault table turns that into a CAN bus fault and the contactors
+open — and reopened in the background with an exponential backoff; when it is back, reception
+resumes with the same handler and the recording goes on in the same file.
 """
 
 from __future__ import annotations
@@ -45,10 +50,12 @@ class BusStats:
     bus_errors: int = 0
     frames_by_message: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
+    reopen_tries: int = 0
+    reopens: int = 0  # successful reopens after a failure
 
 
 class CanInterface:
-    """One configured bus: open, receive into a callback, send, record, close."""
+    """One configured bus: open, receive into a callback, send, record, reopen, close."""
 
     def __init__(self, name: str, config: BusConfig, record_path: Path | None = None) -> None:
         self.name = name
@@ -58,14 +65,35 @@ class CanInterface:
         self._bus: can.BusABC | None = None
         self._receiver: _BatchReceiver | None = None
         self._recorder: can.Listener | None = None
+        self._wanted = False  # opened by the daemon and not closed since
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_frame: FrameCallback | None = None
+        self._failure: BaseException | None = None  # why the bus is down now
+        self._down_since = 0.0
+        self._reopen_delay_s = config.reopen_delay_s
+        self._reopen_timer: asyncio.TimerHandle | None = None
 
     @property
     def is_open(self) -> bool:
-        return self._bus is not None
+        """Opened by the daemon and not closed (it may be down and reopening)."""
+        return self._wanted
+
+    @property
+    def is_up(self) -> bool:
+        return self._bus is not None and self._failure is None
 
     def open(self) -> None:
+        """Open the interface; a failure here (at start) is a clear error, not a retry loop."""
+        self._bus = self._open_bus()
+        self._wanted = True
+        if self._record_path is not None:
+            self._record_path.parent.mkdir(parents=True, exist_ok=True)
+            self._recorder = can.Logger(str(self._record_path))
+            log.info("recording bus %s to %s", self.name, self._record_path)
+
+    def _open_bus(self) -> can.BusABC:
         try:
-            self._bus = can.Bus(
+            return can.Bus(
                 interface=self.config.interface,
                 channel=self.config.channel,
                 bitrate=self.config.bitrate,
@@ -76,20 +104,22 @@ class CanInterface:
                 f"cannot open CAN bus {self.name!r} "
                 f"(interface={self.config.interface}, channel={self.config.channel}): {exc}"
             ) from exc
-        if self._record_path is not None:
-            self._record_path.parent.mkdir(parents=True, exist_ok=True)
-            self._recorder = can.Logger(str(self._record_path))
-            log.info("recording bus %s to %s", self.name, self._record_path)
 
     def start_receiving(self, loop: asyncio.AbstractEventLoop, on_frame: FrameCallback) -> None:
         """Deliver every received frame, with its monotonic receive time, on the loop thread."""
+        self._loop = loop
+        self._on_frame = on_frame
+        self._start_receiver()
+
+    def _start_receiver(self) -> None:
         bus = self._require()
-        recorder = self._recorder
+        loop, on_frame = self._loop, self._on_frame
+        assert loop is not None and on_frame is not None
         stats = self.stats
 
         def deliver(message: can.Message, received_at: float) -> None:
-            if recorder is not None:
-                recorder(message)
+            if self._recorder is not None:
+                self._recorder(message)
             if message.is_error_frame:
                 stats.error_frames += 1
                 return
@@ -101,7 +131,10 @@ class CanInterface:
 
     def send(self, message: can.Message) -> bool:
         """Send without blocking; a failure is counted and logged, and False returned."""
-        bus = self._require()
+        bus = self._bus
+        if bus is None or self._failure is not None:
+            self.stats.tx_errors += 1
+            return False
         try:
             bus.send(message, timeout=0)
         except (can.CanError, OSError) as exc:
@@ -118,25 +151,78 @@ class CanInterface:
         return True
 
     def bus_state(self) -> can.BusState:
-        bus = self._require()
+        bus = self._bus
+        if bus is None or self._failure is not None:
+            return can.BusState.ERROR
         try:
             return bus.state
         except NotImplementedError:
             return can.BusState.ACTIVE
 
     def receiver_failed(self) -> BaseException | None:
-        """The exception that stopped the receiver, if it stopped."""
-        return None if self._receiver is None else self._receiver.failure
+        """Why the bus is down now (its receiver failed and it is not reopened yet)."""
+        return self._failure
+
+    def receiver_failed_now(self, exc: BaseException) -> None:
+        """The receiver stopped on ``exc`` (called on the loop thread): report, then reopen."""
+        if not self._wanted or self._failure is not None:
+            return
+        self._failure = exc
+        self._down_since = time.monotonic()
+        self.stats.bus_errors += 1
+        self.stats.last_error = str(exc)
+        log.error(
+            "CAN bus %s failed: %s; reopening in %.1f s", self.name, exc, self._reopen_delay_s
+        )
+        self._stop_receiver()
+        self._shutdown_bus()
+        self._schedule_reopen()
+
+    def _schedule_reopen(self) -> None:
+        assert self._loop is not None
+        self._reopen_timer = self._loop.call_later(self._reopen_delay_s, self._try_reopen)
+
+    def _try_reopen(self) -> None:
+        self._reopen_timer = None
+        if not self._wanted:
+            return
+        self.stats.reopen_tries += 1
+        try:
+            self._bus = self._open_bus()
+        except BmsdError as exc:
+            self._reopen_delay_s = min(self._reopen_delay_s * 2, self.config.reopen_max_delay_s)
+            log.warning("%s; next try in %.1f s", exc, self._reopen_delay_s)
+            self._schedule_reopen()
+            return
+        down_s = time.monotonic() - self._down_since
+        self._failure = None
+        self._reopen_delay_s = self.config.reopen_delay_s
+        self.stats.reopens += 1
+        log.warning("CAN bus %s is back after %.1f s", self.name, down_s)
+        self._start_receiver()
 
     def close(self) -> None:
-        if self._receiver is not None:
-            self._receiver.stop()
-            self._receiver = None
+        self._wanted = False
+        if self._reopen_timer is not None:
+            self._reopen_timer.cancel()
+            self._reopen_timer = None
+        self._stop_receiver()
         if self._recorder is not None:
             self._recorder.stop()
             self._recorder = None
+        self._shutdown_bus()
+
+    def _stop_receiver(self) -> None:
+        if self._receiver is not None:
+            self._receiver.stop()
+            self._receiver = None
+
+    def _shutdown_bus(self) -> None:
         if self._bus is not None:
-            self._bus.shutdown()
+            try:
+                self._bus.shutdown()
+            except Exception as exc:  # a vanished device may fail to close; it is gone anyway
+                log.debug("closing CAN bus %s: %s", self.name, exc)
             self._bus = None
 
     def raw_bus(self) -> can.BusABC:
@@ -176,7 +262,6 @@ class _BatchReceiver:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._fd = -1
-        self.failure: BaseException | None = None
 
     def start(self) -> None:
         # Only SocketCAN honours recv(timeout=0) without blocking; python-can's serial bus,
@@ -245,8 +330,5 @@ class _BatchReceiver:
             self._deliver(message, received_at)
 
     def _fail(self, exc: BaseException) -> None:
-        self.failure = exc
-        stats = self._interface.stats
-        stats.bus_errors += 1
-        stats.last_error = str(exc)
-        log.error("receiver of CAN bus %s failed: %s", self._interface.name, exc)
+        if not self._stopped.is_set():
+            self._interface.receiver_failed_now(exc)
