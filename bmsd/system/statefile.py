@@ -52,7 +52,7 @@ def write_state(path: Path, kind: str, version: int, payload: dict[str, Any]) ->
     }
     data = json.dumps(document).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = _temporary_path(path, os.getpid())
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
         written = 0
@@ -73,6 +73,7 @@ def read_state(
     path: Path, kind: str, version: int, *, max_age_s: float | None = None
 ) -> LoadResult:
     """Load a state file; on any problem return no payload and the reason (never raise)."""
+    _remove_leftovers(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -126,6 +127,36 @@ def _parse(data: bytes, kind: str, version: int) -> tuple[str, dict[str, Any] | 
     if not isinstance(payload, dict):
         return "corrupt (payload is not an object)", None
     return "", document
+
+
+def _temporary_path(path: Path, pid: int) -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary files of writes that a crash or power cut interrupted.
+
+    The file they were meant to replace is intact (the rename never happened); only a writer
+    that is still alive may own one, and a state directory has one daemon.
+    """
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        pid_text = leftover.name.removeprefix(f".{path.name}.").removesuffix(".tmp")
+        if pid_text.isdigit() and _alive(int(pid_text)):
+            continue
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _set_aside(path: Path) -> None:

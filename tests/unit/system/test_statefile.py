@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -66,3 +68,21 @@ def test_too_old_file_is_refused_but_kept(tmp_path: Path) -> None:
     result = read_state(path, "estimates", 1, max_age_s=86400)
     assert not result.ok and "too old" in result.problem
     assert path.exists(), "an old but intact file is not set aside"
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_its_leftover_is_removed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "estimates.json"
+    write_state(path, "estimates", 1, {"soc": 0.5})
+    # What a kill -9 between the temporary write and the rename leaves: a dead writer's file.
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    leftover = tmp_path / f".estimates.json.{finished.pid}.tmp"
+    leftover.write_text('{"kind": "estimates", "ver')
+    live = tmp_path / f".estimates.json.{os.getpid()}.tmp"  # a write in progress: kept
+    live.write_text("")
+    result = read_state(path, "estimates", 1)
+    assert result.payload == {"soc": 0.5}
+    assert not leftover.exists()
+    assert live.exists()
