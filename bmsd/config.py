@@ -144,6 +144,12 @@ class AcquisitionConfig:
     switchbox_timeout_s: float = doc(
         "Contactor feedback is stale after this long", unit="s", default=0.5
     )
+    current_rest_band_a: float = doc(
+        "A current reading within ±this is 'at rest': an unchanged reading there is not "
+        "judged frozen (many sensors clamp small currents to exactly 0)",
+        unit="A",
+        default=1.0,
+    )
     cell_voltage_range_v: tuple[float, float] = doc(
         "Physically possible cell voltage; outside it a reading is invalid",
         unit="V",

@@ -42,6 +42,15 @@ class SnapshotBuilder:
             ],
             dtype=np.int64,
         )
+        # Frozen-measurement evidence: the pack's accumulated voltage movement, and per cell
+        # its lowest and highest value since that cell's reading last changed.
+        cells = topology.cell_count
+        self._level_v = 0.0
+        self._level_low_v = np.zeros(cells)
+        self._level_high_v = np.zeros(cells)
+        self._seen_change_at = np.full(cells, -np.inf)
+        self._prev_v = np.full(cells, np.nan)
+        self._prev_valid = np.zeros(cells, dtype=bool)
 
     def build(self, store: ReadingStore, tick: int, now: float) -> PackSnapshot:
         topology, config = self._topology, self._config
@@ -70,7 +79,7 @@ class SnapshotBuilder:
         current_fresh = current_a is not None and current_age_s <= config.current_sensor_timeout_s
         measured_current_a = current_a if current_fresh and not sensor_error_flags else None
         current_frozen_s = 0.0
-        if current_fresh:
+        if current_fresh and abs(current_a or 0.0) > config.current_rest_band_a:
             current_frozen_s = now - store.scalar_changed_at.get(Quantity.PACK_CURRENT_A, now)
         low_a, high_a = config.current_range_a
         if current_a is not None and (
@@ -93,8 +102,9 @@ class SnapshotBuilder:
         with np.errstate(invalid="ignore"):
             voltage_out = cell_fresh & ((cell_voltage_v < v_low) | (cell_voltage_v > v_high))
             temp_out = temp_fresh & ((temp_c < t_low) | (temp_c > t_high))
-        changed_at = store.cell_voltage_changed_at.reshape(-1)
-        frozen_s = float((now - changed_at[cell_valid]).max()) if cell_valid.any() else 0.0
+        frozen_swing_v = self._frozen_swing_v(
+            store.cell_voltage_changed_at.reshape(-1), cell_voltage_v, cell_valid
+        )
 
         contactors = store.contactors
         contactors_age_s = (
@@ -136,7 +146,7 @@ class SnapshotBuilder:
             sensor_error_flags=sensor_error_flags,
             cell_voltage_out_of_range=int(np.count_nonzero(voltage_out)),
             temp_out_of_range=int(np.count_nonzero(temp_out)),
-            cell_voltage_frozen_s=frozen_s,
+            cell_voltage_frozen_swing_v=frozen_swing_v,
             pack_current_measured_a=measured_current_a,
             pack_current_frozen_s=current_frozen_s,
             unexpected_modules=sum(
@@ -152,6 +162,33 @@ class SnapshotBuilder:
             return None, now - self._start_s
         value, received_at = found
         return value, now - received_at
+
+    def _frozen_swing_v(
+        self, changed_at: FloatArray, voltage_v: FloatArray, valid: BoolArray
+    ) -> float:
+        """How far the pack's cell voltages moved since the stalest fresh cell changed.
+
+        A healthy cell follows the pack: when the pack moves by several LSB (a load step, a
+        charge), every healthy reading changes at least once. One that does not is frozen.
+        The pack's movement is accumulated from the mean change of the cells valid in both
+        this tick and the last, so a module going silent or coming back (which changes which
+        cells a plain mean covers) is not taken for movement.
+        """
+        both = valid & self._prev_valid
+        if both.any():
+            self._level_v += float((voltage_v[both] - self._prev_v[both]).mean())
+        self._prev_v = voltage_v.copy()
+        self._prev_valid = valid.copy()
+        level, low, high = self._level_v, self._level_low_v, self._level_high_v
+        # Start afresh where the reading changed, and where it cannot be judged (stale or
+        # invalid): a cell coming back is judged from then on, not on what it missed.
+        restart = (changed_at > self._seen_change_at) | ~valid
+        self._seen_change_at = changed_at.copy()
+        np.minimum(low, level, out=low)
+        np.maximum(high, level, out=high)
+        low[restart] = level
+        high[restart] = level
+        return float((high - low)[valid].max()) if valid.any() else 0.0
 
     def _string_sums(self, voltage_v: FloatArray, valid: BoolArray) -> FloatArray:
         per_string = self._topology.cells_per_string

@@ -65,16 +65,20 @@ class PackSnapshot:
     contactors: ContactorFeedback | None
     contactors_age_s: float
     sensor_error_flags: int
-    # Diagnostics: fresh readings outside the physical range, and the longest time any fresh
-    # cell voltage has not changed by a single LSB (a frozen ADC or a stuck slave).
+    # Diagnostics: fresh readings outside the physical range, and how far the pack's mean cell
+    # voltage has moved since some fresh cell voltage last changed by a single LSB (a frozen
+    # ADC or a stuck slave no longer follows the pack; at rest nothing moves and nothing is
+    # judged, so a quiet ADC on a resting battery is never taken for a frozen one).
     cell_voltage_out_of_range: int = 0
     temp_out_of_range: int = 0
-    cell_voltage_frozen_s: float = 0.0
+    cell_voltage_frozen_swing_v: float = 0.0
     unexpected_modules: int = 0  # node ids sending module frames the config does not list
     # The fresh current reading even when outside the sensor's range (then pack_current_a is
     # None): an over-current beyond full scale must still reach the over-current faults.
     pack_current_measured_a: float | None = None
-    pack_current_frozen_s: float = 0.0  # how long the fresh current reading has not changed
+    # How long the fresh current reading has not changed, counted only outside the rest band
+    # (sensors often report exactly 0 at rest, and a resting battery is no fault).
+    pack_current_frozen_s: float = 0.0
 
     @property
     def all_cells_valid(self) -> bool:

@@ -252,17 +252,19 @@ QUANTITIES: tuple[Quantity, ...] = (
         lambda i: float(i.implausible_recent_ticks),
     ),
     Quantity(
-        "cell_voltage_frozen_s",
+        "cell_voltage_frozen_swing_v",
         "above",
-        "s",
-        "Longest time a fresh cell voltage has not changed at all (frozen sensor)",
-        lambda i: i.snapshot.cell_voltage_frozen_s,
+        "V",
+        "How far the pack's mean cell voltage moved while a fresh cell voltage did not change "
+        "at all (frozen sensor: it no longer follows the pack; nothing is judged at rest)",
+        lambda i: i.snapshot.cell_voltage_frozen_swing_v,
     ),
     Quantity(
         "current_frozen_s",
         "above",
         "s",
-        "How long the fresh current reading has not changed at all (frozen current sensor)",
+        "How long the fresh current reading has not changed at all, outside the rest band "
+        "(frozen current sensor)",
         lambda i: i.snapshot.pack_current_frozen_s,
     ),
     Quantity(

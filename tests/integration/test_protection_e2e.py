@@ -119,7 +119,7 @@ def module_silence(snapshot: PackSnapshot) -> float:
 
 
 def frozen(snapshot: PackSnapshot) -> float:
-    return snapshot.cell_voltage_frozen_s
+    return snapshot.cell_voltage_frozen_swing_v
 
 
 # -- each injection trips its fault ----------------------------------------------------------
@@ -158,14 +158,17 @@ FATAL_CASES = [
     ),
     pytest.param(
         (
-            "sim.load.current_a=20.0",
-            "protection.faults.frozen_cell_voltage.warning.threshold=2.0",
-            "protection.faults.frozen_cell_voltage.fatal.threshold=4.0",
+            # A frozen reading shows when the pack moves: a fast day cycle swings the current.
+            "sim.load.kind='day_cycle'",
+            "sim.load.day_length_s=60.0",
+            "sim.load.start_hour=11.0",
+            "protection.faults.frozen_cell_voltage.warning.threshold=0.005",
+            "protection.faults.frozen_cell_voltage.fatal.threshold=0.010",
             "sim.faults=[{kind='stuck_sensor', start_s=3.0, module=1, cell=2}]",
         ),
         "frozen_cell_voltage.fatal",
         frozen,
-        10.0,
+        20.0,
         id="stuck-cell-sensor",
     ),
 ]

@@ -554,3 +554,99 @@ def test_balancing_feedback_group_overwrites_only_its_cells() -> None:
     store.apply(BalancingFeedback(0, 0, 5, 0b00100, 2.0))
     assert store.balancing_feedback[0].tolist() == [False, False, True, False, False]
     assert not store.balancing_feedback[1:].any()
+
+
+# -- frozen measurements -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrozenCase:
+    name: str
+    pack_shift_mv: tuple[float, ...]  # the pack's cells (but the watched one) move, per step
+    watched_moves: tuple[bool, ...]  # does the watched cell's reading change in that step
+    expected_swing_mv: float
+
+
+FROZEN_CASES = [
+    # A resting battery with a quiet ADC: nothing changes for hours, nothing is judged.
+    FrozenCase("rest", (0.0,) * 6, (False,) * 6, 0.0),
+    # The pack moves 4 mV a step; the watched cell never follows: the swing builds up.
+    FrozenCase("stuck", (4.0,) * 5, (False,) * 5, 20.0),
+    # It follows once in the middle: judged afresh from that change.
+    FrozenCase("follows-once", (4.0,) * 5, (False, False, True, False, False), 8.0),
+    # A load step and back: the swing counts the whole excursion, not the net move.
+    FrozenCase("step-and-back", (15.0, -15.0, 0.0), (False, False, False), 15.0),
+    # Healthy: follows every step.
+    FrozenCase("healthy", (4.0,) * 5, (True,) * 5, 0.0),
+]
+
+
+@pytest.mark.parametrize("case", FROZEN_CASES, ids=lambda c: c.name)
+def test_a_cell_that_does_not_follow_the_pack_is_frozen(case: FrozenCase) -> None:
+    watched = (1, 3)  # module, cell
+    builder = SnapshotBuilder(TOPOLOGY, CONFIG)
+    voltages = healthy_voltages()
+    store = fed_store(voltages)
+    now = T0
+    snapshot = builder.build(store, 0, now)
+    assert snapshot.cell_voltage_frozen_swing_v == 0.0
+    steps = zip(case.pack_shift_mv, case.watched_moves, strict=True)
+    for step, (shift_mv, moves) in enumerate(steps):
+        now += 1.0
+        stuck_v = voltages[watched]
+        voltages = voltages + shift_mv / 1000.0
+        if not moves:
+            voltages[watched] = stuck_v
+        elif shift_mv == 0.0:
+            voltages[watched] += 0.001  # a change of one LSB
+        for reading in cell_readings(voltages, at=now):
+            store.apply(reading)
+        snapshot = builder.build(store, step + 1, now + 0.05)
+    # The watched cell's own share of the mean (1 of 20 cells) is what it did not move.
+    share = 1.0 - 1.0 / TOPOLOGY.cell_count
+    expected_v = case.expected_swing_mv * share / 1000.0
+    assert snapshot.cell_voltage_frozen_swing_v == pytest.approx(expected_v, abs=1e-9)
+
+
+def test_a_cell_coming_back_from_stale_is_judged_from_then_on() -> None:
+    builder = SnapshotBuilder(TOPOLOGY, CONFIG)
+    voltages = healthy_voltages()
+    store = fed_store(voltages)
+    builder.build(store, 0, T0)
+    # Module 0 falls silent while the rest of the pack moves 30 mV.
+    for step in range(1, 4):
+        voltages = voltages + 0.010
+        for reading in cell_readings(voltages, at=T0 + step):
+            if isinstance(reading, CellVoltageGroup) and reading.module != 0:
+                store.apply(reading)
+        builder.build(store, step, T0 + step + 0.05)
+    # It comes back with unchanged values (the slave held them): not frozen for what it missed;
+    # and the others, unchanged this tick, are not judged moved by its return.
+    back = voltages.copy()
+    back[0] = healthy_voltages()[0]
+    for reading in cell_readings(back, at=T0 + 4):
+        store.apply(reading)
+    snapshot = builder.build(store, 4, T0 + 4.05)
+    assert snapshot.cell_voltage_valid.all()
+    assert snapshot.cell_voltage_frozen_swing_v == 0.0
+
+
+@pytest.mark.parametrize(
+    ("current_a", "held_s", "expected_s"),
+    [
+        (0.0, 3600.0, 0.0),  # exactly 0 at rest for an hour: a resting battery, no fault
+        (1.0, 3600.0, 0.0),  # inside the rest band (edge)
+        (-1.0, 3600.0, 0.0),
+        (1.01, 100.0, 100.0),  # outside it, the same reading is judged frozen
+        (-89.0, 42.0, 42.0),
+    ],
+)
+def test_current_frozen_only_away_from_rest(
+    current_a: float, held_s: float, expected_s: float
+) -> None:
+    builder = SnapshotBuilder(TOPOLOGY, CONFIG)
+    store = fed_store(at=T0 + held_s)
+    store.apply(ScalarReading(Quantity.PACK_CURRENT_A, current_a, T0))
+    store.apply(ScalarReading(Quantity.PACK_CURRENT_A, current_a, T0 + held_s))  # same value
+    snapshot = builder.build(store, 1, T0 + held_s)
+    assert snapshot.pack_current_frozen_s == pytest.approx(expected_s)

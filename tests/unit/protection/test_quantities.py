@@ -223,7 +223,7 @@ VALUES = [
     ("switchbox_silence_s", inputs(snapshot(contactors_age_s=0.9)), 0.9),
     ("implausible_recent_ticks", inputs(), 0.0),
     ("implausible_recent_ticks", inputs(implausible_recent_ticks=7), 7.0),
-    ("cell_voltage_frozen_s", inputs(snapshot(cell_voltage_frozen_s=61.0)), 61.0),
+    ("cell_voltage_frozen_swing_v", inputs(snapshot(cell_voltage_frozen_swing_v=0.012)), 0.012),
     ("pack_voltage_deviation_pct", inputs(), 0.0),
     (
         "pack_voltage_deviation_pct",
