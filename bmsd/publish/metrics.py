@@ -34,6 +34,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -648,7 +649,8 @@ class PackCollector(Collector):
             family = _family(spec)
             for labels, value in spec.values(scrape):
                 family.add_metric(labels, value)
-            yield family
+            if family.samples:  # an absent source is no series at all, not an empty family
+                yield family
 
 
 def _family(spec: MetricSpec) -> GaugeMetricFamily | CounterMetricFamily:
@@ -664,6 +666,9 @@ class MetricsExporter:
         self, config: MetricsConfig, sources: Sources, *, fault_keys: Iterable[tuple[str, str]]
     ) -> None:
         self.config = config
+        # No *_created series beside every counter and histogram: they double the counters'
+        # series and Prometheus does not use them in the text format (a library-wide switch).
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         self.registry.register(PackCollector(sources, per_cell=config.per_cell))
         ProcessCollector(registry=self.registry)
