@@ -668,7 +668,7 @@ class MetricsExporter:
         self.config = config
         # No *_created series beside every counter and histogram: they double the counters'
         # series and Prometheus does not use them in the text format (a library-wide switch).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.registry.register(PackCollector(sources, per_cell=config.per_cell))
         ProcessCollector(registry=self.registry)
