@@ -278,3 +278,40 @@ def test_an_added_collector_is_served_and_a_clash_refused(config: Config, state:
     assert _value(text, "bmsd_modbus_requests_total", function="read_holding_registers") == 7
     with pytest.raises(ValueError, match="Duplicated"):
         exporter.add_collector(Extra("bmsd_pack_voltage_volts"))
+
+
+def _parsed(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_fast_renderer_serves_exactly_what_prometheus_client_would(
+    config: Config, state: PackState
+) -> None:
+    limits = state.limits
+    odd = dataclasses.replace(limits.ccl_contributors[0], name='odd "name" \\ with\nnewline')
+    weird = dataclasses.replace(
+        state,
+        limits=dataclasses.replace(limits, ccl_contributors=(odd, *limits.ccl_contributors[1:])),
+        balancing=BalancingState(
+            "voltage", True, False, "", np.zeros(64, dtype=np.bool_), np.full(64, np.nan)
+        ),
+    )
+    for per_cell in (True, False):
+        exporter = MetricsExporter(
+            MetricsConfig(per_cell=per_cell), sources(config, weird, 5.0), fault_keys=[]
+        )
+        fast = exporter.render().decode()
+        reference = generate_latest(exporter.registry).decode()
+        pack = {spec.name for spec in METRICS if spec.values is not None}
+        fast_pack = {k: v for k, v in _parsed(fast).items() if k[0] in pack}
+        reference_pack = {k: v for k, v in _parsed(reference).items() if k[0] in pack}
+        assert fast_pack.keys() == reference_pack.keys()
+        for key, value in reference_pack.items():
+            assert fast_pack[key] == pytest.approx(value, rel=1e-9, nan_ok=True), key
+        assert ("bmsd_limit_contributor_amperes",
+                frozenset({("limit", "ccl"), ("contributor", odd.name)})) in fast_pack  # fmt: skip
+        assert "process_cpu_seconds_total" in fast and "bmsd_control_overruns_total" in fast
