@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 AH_TO_C = 3600.0  # 1 Ah = 3600 C
 WH_TO_J = 3600.0  # 1 Wh = 3600 J
 
+BLOCK_LINES = 256  # samples formatted per C call by the renderer (bounds one GIL hold)
+
 TICK_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 Kind = Literal["gauge", "counter", "histogram"]
@@ -666,7 +668,7 @@ class PackCollector(Collector):
         )
         self._headers = {spec.name: _header(spec) for spec in self._specs}
         self._label_text: dict[tuple[str, tuple[str, ...]], str] = {}
-        self._block_templates: dict[str, str] = {}
+        self._block_templates: dict[str, list[str]] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Names only, so a collector added later that clashes is refused at registration.
@@ -714,21 +716,30 @@ class PackCollector(Collector):
                 out.extend(lines)
 
     def _block(self, name: str, names: Sequence[str], block: Block) -> str:
-        # One %-format of a template holding every line: the whole block in a single C call,
-        # no Python call per sample. %.17g round-trips every double exactly.
-        if not math.isfinite(sum(block.values)):  # a NaN or an infinity: spelled per value
+        # One %-format of a template holding many lines: no Python call per sample, and
+        # %.17g round-trips every double exactly. Chunks of BLOCK_LINES lines bound how long
+        # one C call holds the GIL, so the control loop's thread gets it back between them.
+        values = block.values
+        if not math.isfinite(sum(values)):  # a NaN or an infinity: spelled per value
             return "".join(
                 f"{name}{_label_text(names, labels)} {_number(value)}\n" for labels, value in block
             )
-        template = self._block_templates.get(name) if block.complete else None
-        if template is None:
-            template = "".join(
+        templates = self._block_templates.get(name) if block.complete else None
+        if templates is None:
+            lines = [
                 f"{name}{_label_text(names, labels)}".replace("%", "%%") + " %.17g\n"
                 for labels in block.labels
-            )
+            ]
+            templates = [
+                "".join(lines[start : start + BLOCK_LINES])
+                for start in range(0, len(lines), BLOCK_LINES)
+            ]
             if block.complete:
-                self._block_templates[name] = template
-        return template % tuple(block.values)
+                self._block_templates[name] = templates
+        return "".join(
+            template % tuple(values[n * BLOCK_LINES : (n + 1) * BLOCK_LINES])
+            for n, template in enumerate(templates)
+        )
 
 
 def _family(spec: MetricSpec) -> GaugeMetricFamily | CounterMetricFamily:

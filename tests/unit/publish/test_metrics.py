@@ -25,6 +25,7 @@ from bmsd.model.faults import FaultEvent, FaultLevel
 from bmsd.model.limits import LIMIT_KINDS
 from bmsd.model.state import PackState, TickTiming
 from bmsd.model.topology import Topology
+from bmsd.publish import metrics as metrics_module
 from bmsd.publish.metrics import (
     AH_TO_C,
     DOC,
@@ -288,14 +289,19 @@ def _parsed(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
+@pytest.mark.parametrize("block_lines", [256, 7])
 def test_fast_renderer_serves_exactly_what_prometheus_client_would(
-    config: Config, state: PackState
+    config: Config, state: PackState, block_lines: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(metrics_module, "BLOCK_LINES", block_lines)  # chunk edges inside
     limits = state.limits
+    valid = state.snapshot.temp_valid.copy()
+    valid[5] = False  # an incomplete block: that sensor is left out
     odd = dataclasses.replace(limits.ccl_contributors[0], name='odd "name" \\ with\nnewline')
     weird = dataclasses.replace(
         state,
         limits=dataclasses.replace(limits, ccl_contributors=(odd, *limits.ccl_contributors[1:])),
+        snapshot=dataclasses.replace(state.snapshot, temp_valid=valid),
         balancing=BalancingState(
             "voltage", True, False, "", np.zeros(64, dtype=np.bool_), np.full(64, np.nan)
         ),
@@ -315,3 +321,5 @@ def test_fast_renderer_serves_exactly_what_prometheus_client_would(
         assert ("bmsd_limit_contributor_amperes",
                 frozenset({("limit", "ccl"), ("contributor", odd.name)})) in fast_pack  # fmt: skip
         assert "process_cpu_seconds_total" in fast and "bmsd_control_overruns_total" in fast
+        temps = [k for k in fast_pack if k[0] == "bmsd_temperature_celsius"]
+        assert len(temps) == valid.size - 1
