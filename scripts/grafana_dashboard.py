@@ -79,7 +79,7 @@ ROWS: tuple[tuple[str, tuple[P, ...]], ...] = (
         "Pack overview",
         (
             P("BMS state", "stat", (Q(f"bmsd_mode{{{I}}} == 1", "{{mode}}", True),), 4, 4,
-              options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "/^mode$/"},
+              options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                        "textMode": "name", "colorMode": "background"},
               description="State of the BMS state machine"),
             P("SOC", "gauge", (Q(f"bmsd_soc_ratio{{{I}}}", "SOC", True),), 4, 4, "percentunit",
