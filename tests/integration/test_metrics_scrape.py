@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
+import socket
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -166,3 +168,23 @@ def test_scraped_values_are_those_of_the_tick_it_reports(
     # The tick histogram has counted the ticks so far.
     assert one("bmsd_control_tick_duration_seconds_count") >= tick - 2
     assert not math.isnan(one("bmsd_state_age_seconds"))
+
+
+def test_a_taken_metrics_port_stops_the_daemon_with_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "bmsd.cli", "run", "--config", str(ROOT / "etc" / "sim.toml"),
+                "--set", f"state.directory='{tmp_path / 'state'}'",
+                "--set", f"can.slaves.channel='taken-{tmp_path.name}'",
+                "--set", f"metrics.port={port}",
+            ],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port} (metrics.host, metrics.port)" in (
+        result.stderr
+    )
