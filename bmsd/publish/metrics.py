@@ -863,7 +863,12 @@ class MetricsExporter:
         if environ.get("PATH_INFO", "/") not in ("/", "/metrics"):
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"Not found: metrics are at /metrics\n"]
-        body = self.render()
+        try:
+            body = self.render()
+        except Exception:  # a scrape must fail loudly (up == 0), never take the daemon down
+            log.exception("metrics scrape failed")
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"metrics scrape failed; see the bmsd log\n"]
         headers = [("Content-Type", CONTENT_TYPE)]
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
             # Level 1: a tenth of the size at a few ms; the default level costs far more time.

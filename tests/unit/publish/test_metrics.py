@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import socket
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -323,3 +324,27 @@ def test_fast_renderer_serves_exactly_what_prometheus_client_would(
         assert "process_cpu_seconds_total" in fast and "bmsd_control_overruns_total" in fast
         temps = [k for k in fast_pack if k[0] == "bmsd_temperature_celsius"]
         assert len(temps) == valid.size - 1
+
+
+def test_a_failing_scrape_answers_500_and_the_next_one_works(
+    config: Config, state: PackState
+) -> None:
+    broken = {"now": True}
+
+    def latest() -> PackState:
+        if broken["now"]:
+            raise RuntimeError("boom")
+        return state
+
+    flaky = dataclasses.replace(sources(config, state), latest=latest)
+    exporter = MetricsExporter(MetricsConfig(port=0), flaky, fault_keys=[])
+    host, port = exporter.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5)
+        assert failed.value.code == 500
+        broken["now"] = False
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+            assert _value(response.read().decode(), "bmsd_control_ticks_total") == state.tick
+    finally:
+        exporter.stop()
