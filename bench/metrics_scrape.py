@@ -4,11 +4,13 @@
    on (and off, for comparison): a real PackState from the closed-loop harness (the real
    pipeline on the simulated pack, with SOC estimates), served by the real exporter over HTTP on
    loopback, fetched ``--scrapes`` times by an HTTP client in another process (curl), as
-   Prometheus would. Reported: median and worst wall time, body bytes plain and gzip.
+   Prometheus would. Reported: median and worst wall time, body bytes plain and gzip, and the
+   CPU time of rendering the body alone (in this process, no HTTP).
 2. **Tick lateness** of a running daemon (the real Daemon with its embedded simulated pack,
-   slowed down so the plant does not saturate the shared process) for each pack size, first without scraping, then while /metrics is fetched every
-   ``--interval`` seconds (Prometheus' default is 15 s; 1 s stresses it). Reported: lateness
-   p50/p99/max and overruns of both phases from each tick's TickTiming.
+   slowed down so the plant does not saturate the shared process) for each pack size, first
+   without scraping, then while /metrics is fetched every ``--interval`` seconds
+   (Prometheus' default is 15 s; 1 s stresses it). Reported: lateness p50/p99/max and
+   overruns of both phases, from each tick's TickTiming.
 
     .venv/bin/python bench/metrics_scrape.py                 # both parts, about 2 minutes
     .venv/bin/python bench/metrics_scrape.py --phase-s 10    # shorter lateness phases
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +105,11 @@ def scrape_cost(modules: int, cells: int, scrapes: int, state_dir: Path) -> None
             for _ in range(max(3, scrapes // 4)):
                 elapsed, gz_size = curl(url, compressed=True)
                 gz_times.append(elapsed)
+            render_cpu = []
+            for _ in range(scrapes):
+                started = time.process_time()
+                exporter.render()
+                render_cpu.append(time.process_time() - started)
             with urllib_open(url) as body:
                 series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
         finally:
@@ -110,7 +118,9 @@ def scrape_cost(modules: int, cells: int, scrapes: int, state_dir: Path) -> None
             f"{modules * cells:5d} cells per_cell={'on ' if per_cell else 'off'}: "
             f"{series:6d} series, scrape median {1000 * statistics.median(times):6.1f} ms, "
             f"max {1000 * max(times):6.1f} ms, body {size / 1024:7.1f} KiB "
-            f"(gzip {gz_size / 1024:6.1f} KiB, median {1000 * statistics.median(gz_times):.1f} ms)"
+            f"(gzip {gz_size / 1024:6.1f} KiB, "
+            f"median {1000 * statistics.median(gz_times):.1f} ms), "
+            f"render CPU median {1000 * statistics.median(render_cpu):.1f} ms"
         )
 
 
