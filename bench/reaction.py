@@ -81,6 +81,7 @@ def reaction_config(
             f"can.slaves.channel='{channel}'",
             "sim.enabled=false",
             f"state.directory='{state_dir}'",
+            "metrics.enabled=false",
             "control.tick_s=0.01",
             "control.summary_log_interval_s=0",
             "sim.load.kind='constant'",

@@ -34,6 +34,7 @@ from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
 from bmsd.protection.journal import FaultJournal
 from bmsd.protection.persistence import LatchedFaultStore
+from bmsd.publish.metrics import MetricsExporter, Sources
 from bmsd.sim.runner import build_simulated_pack, run_simulator
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,24 @@ class Daemon:
             socket_path(self.state_dir), self.loop.submit, self._explain
         )
         self._command_counter = 0
+        self.metrics = self._build_metrics() if config.metrics.enabled else None
         self.stop_event: asyncio.Event | None = None
+
+    def _build_metrics(self) -> MetricsExporter:
+        sources = Sources(
+            topology=self.topology,
+            latest=lambda: self.hub.latest,
+            buses=self.buses,
+            tick_s=self.config.control.tick_s,
+            chemistry=self.config.pack.chemistry,
+        )
+        fault_keys = [
+            (level.fault_id, level.level.label) for level in self.controller.faults.levels
+        ]
+        exporter = MetricsExporter(self.config.metrics, sources, fault_keys=fault_keys)
+        self.loop.on_tick.append(exporter.on_tick)
+        # Publishers add their collectors here: exporter.add_collector(...)
+        return exporter
 
     def restore(self) -> None:
         """Bring back latched faults from the state directory (before the first tick)."""
@@ -181,6 +199,8 @@ class Daemon:
         try:
             self._open_buses(loop)
             await self.control_server.start()
+            if self.metrics is not None:
+                self.metrics.start()
             # Everything built so far lives as long as the daemon: keep it out of the cyclic
             # garbage collector's scans, whose full passes would otherwise stall a tick.
             gc.collect()
@@ -204,6 +224,8 @@ class Daemon:
         finally:
             self.save_estimates()
             sys.setswitchinterval(previous_switch_interval_s)
+            if self.metrics is not None:
+                self.metrics.stop()
             await self.control_server.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

@@ -448,6 +448,31 @@ class SimConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus exporter: an HTTP endpoint serving /metrics from the newest pack state."""
+
+    enabled: bool = doc("Serve Prometheus metrics", default=False)
+    host: str = doc(
+        "Address to listen on; 127.0.0.1 keeps it local, 0.0.0.0 or :: serves the network",
+        default="127.0.0.1",
+    )
+    port: int = doc("TCP port; 0 picks a free port (logged at start)", default=9108)
+    per_cell: bool = doc(
+        "Export per-cell series (voltage, temperature, SOC, capacity, resistance, bleeding); "
+        "switch off for very large packs to keep scrapes small",
+        default=True,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if not 0 <= self.port <= 65535:
+            problems.append(("port", "must be between 0 and 65535"))
+        if not self.host:
+            problems.append(("host", "must not be empty"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -461,6 +486,7 @@ class Config:
     state: StateConfig = doc_factory("Persistent state", StateConfig)
     logging: LoggingConfig = doc_factory("Logging", LoggingConfig)
     sim: SimConfig = doc_factory("Simulated pack", SimConfig)
+    metrics: MetricsConfig = doc_factory("Prometheus metrics exporter", MetricsConfig)
     # Not a key of the file: the directory relative paths are resolved against.
     base_dir: str = field(default="", metadata={"internal": True})
 

@@ -22,6 +22,8 @@ def _start(tmp_path: Path, *overrides: str) -> subprocess.Popen[str]:
         "--set",
         f"state.directory='{tmp_path / 'state'}'",
         "--set",
+        "metrics.port=0",  # ephemeral: tests run in parallel
+        "--set",
         "control.summary_log_interval_s=0.5",
         "--set",
         f"can.slaves.channel='test-{tmp_path.name}'",

@@ -14,6 +14,7 @@ def _bmsd(tmp_path: Path, command: str, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "bmsd.cli", command, "--config", str(ROOT / "etc" / "sim.toml"),
         "--set", f"state.directory='{tmp_path / 'state'}'",
+        "--set", "metrics.port=0",  # ephemeral: tests run in parallel
         "--set", f"can.slaves.channel='latch-{tmp_path.name}'",
         "--set", "control.summary_log_interval_s=0.3",
         *extra,

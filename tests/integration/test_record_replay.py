@@ -71,6 +71,7 @@ def test_recorded_log_replays_to_the_same_pack_values(tmp_path: Path) -> None:
         f"can.slaves.channel='replay-{tmp_path.name}'",
         f"can.slaves.record='{log_path}'",
         f"state.directory='{tmp_path / 'state'}'",
+        "metrics.port=0",  # ephemeral: tests run in parallel
         "control.summary_log_interval_s=0",
     )
     live, live_scalars = asyncio.run(_run_live(overrides, run_s=2.0))

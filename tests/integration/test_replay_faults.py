@@ -25,6 +25,7 @@ def _overrides(tmp_path: Path, log_path: Path) -> tuple[str, ...]:
         f"can.slaves.channel='ov-{tmp_path.name}'",
         f"can.slaves.record='{log_path}'",
         f"state.directory='{tmp_path / 'state'}'",
+        "metrics.port=0",  # ephemeral: tests run in parallel
         "control.summary_log_interval_s=0",
         "sim.load.kind='constant'",
         "sim.load.current_a=20.0",

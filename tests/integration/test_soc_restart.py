@@ -16,6 +16,7 @@ def _daemon(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
         [
             sys.executable, "-m", "bmsd.cli", "run", "--config", str(ROOT / "etc" / "sim.toml"),
             "--set", f"state.directory='{tmp_path / 'state'}'",
+            "--set", "metrics.port=0",  # ephemeral: tests run in parallel
             "--set", f"can.slaves.channel='soc-{tmp_path.name}'",
             "--set", "control.summary_log_interval_s=0.5",
             "--set", "estimation.state_save_interval_s=1.0",

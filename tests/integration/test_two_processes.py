@@ -36,6 +36,8 @@ def _bmsd(command: str, channel: Path, state: Path) -> list[str]:
         "--set",
         f"state.directory='{state}'",
         "--set",
+        "metrics.port=0",  # ephemeral: tests run in parallel
+        "--set",
         "control.summary_log_interval_s=0.5",
     ]
 

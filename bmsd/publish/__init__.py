@@ -1,0 +1,1 @@
+"""Publishers: read the newest PackState and serve it (Modbus, inverter CAN, Prometheus)."""
