@@ -19,6 +19,7 @@ from bmsd.control.hub import StateHub
 from bmsd.model.bms import Reply
 from bmsd.model.faults import FaultEvent, FaultLevel
 from bmsd.model.state import PackState, TickTiming
+from bmsd.system.logs import RATE_LIMIT_EXEMPT
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,15 @@ class ControlLoop:
         self.on_tick: list[TickHook] = []
         self._wake = asyncio.Event()
 
+    @property
+    def summary_interval_s(self) -> float:
+        return self._summary_interval_s
+
+    @summary_interval_s.setter
+    def summary_interval_s(self, value: float) -> None:
+        """Change the summary log period at run time (configuration reload)."""
+        self._summary_interval_s = value
+
     def wake_now(self) -> None:
         """Take the next sample now (an urgent reading); call on the loop thread."""
         self._wake.set()
@@ -77,7 +87,7 @@ class ControlLoop:
     async def run(self, stop: asyncio.Event) -> None:
         tick_s = self._tick_s
         next_at = self._clock()
-        next_summary = next_at + self._summary_interval_s
+        last_summary = next_at  # the period may change at run time (reload)
         stopping = asyncio.ensure_future(stop.wait())
         while not stop.is_set():
             delay = next_at - self._clock()
@@ -146,9 +156,14 @@ class ControlLoop:
             stats.last_duration_s = duration
             stats.max_duration_s = max(stats.max_duration_s, duration)
             stats.max_lateness_s = max(stats.max_lateness_s, started - next_at)
-            if self._summary_interval_s and finished >= next_summary:
-                next_summary = finished + self._summary_interval_s
-                log.info("pack %s", summary_line(state, self._module_count, self._module_timeout_s))
+            interval_s = self._summary_interval_s
+            if interval_s and finished >= last_summary + interval_s:
+                last_summary = finished
+                log.info(
+                    "pack %s",
+                    summary_line(state, self._module_count, self._module_timeout_s),
+                    extra={RATE_LIMIT_EXEMPT: True},  # paced already
+                )
             if not urgent:
                 next_at += tick_s  # an urgent sample is extra: the schedule stays as it was
         stopping.cancel()
