@@ -3,8 +3,8 @@
 Call sites pass fields as ``extra={"fields": {...}}``. On stderr the text format appends them as
 ``key=value`` and the JSON format as keys; in the journal each becomes a field of its own
 (``fault`` → ``FAULT_ID``, ``module`` → ``MODULE``, ``cell`` → ``CELL``, ``mode`` →
-``BMSD_MODE``, anything else ``BMSD_<KEY>``), so ``journalctl FAULT_ID=cell_voltage_high``
-finds every message about one fault.
+``BMSD_MODE``, see ``JOURNAL_FIELDS``; anything else ``BMSD_<KEY>``), so
+``journalctl FAULT_ID=cell_voltage_high`` finds every message about one fault.
 
 Repeated messages are rate-limited per logger and message template (not per formatted text,
 so a failing sensor logging a new value every tick still counts as one message): after
@@ -40,6 +40,8 @@ JOURNAL_FIELDS = {
     "change": "FAULT_CHANGE",
     "module": "MODULE",
     "cell": "CELL",
+    "sensor": "SENSOR",
+    "string": "STRING",
     "mode": "BMSD_MODE",
 }
 
