@@ -176,7 +176,12 @@ def summarise(
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, args.overrides)
+    import faulthandler
+
     from bmsd.app import Daemon
+
+    # A hung daemon killed by the systemd watchdog (SIGABRT) leaves a traceback of every thread.
+    faulthandler.enable()
     from bmsd.system.logs import LogSetup
 
     log_setup = LogSetup()

@@ -73,12 +73,12 @@ class Pacer:
 
 def _systemd_send() -> Send | None:
     try:
-        from systemd import daemon
+        from systemd.daemon import notify
     except ImportError:
         return None
 
     def send(message: str) -> bool:
-        return bool(daemon.notify(message))
+        return bool(notify(message))
 
     return send
 

@@ -15,6 +15,7 @@ import pytest
 from tests_support import ROOT
 
 from bmsd.system.logs import (
+    JOURNAL_FIELDS,
     RATE_LIMIT_EXEMPT,
     LogSetup,
     RateLimitFilter,
@@ -214,3 +215,9 @@ def test_journal_gets_structured_fields_through_systemd_python() -> None:
     assert first["LOGGER"] == "bmsd.control.loop"
     assert "suppressed 2 repeated message(s)" in records[2]["MESSAGE"]
     assert records[2]["BMSD_SUPPRESSED"] == "2"
+
+
+def test_journal_fields_are_documented_in_operations() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    for field in JOURNAL_FIELDS.values():
+        assert f"`{field}`" in text, f"docs/operations.md does not explain {field}"

@@ -7,7 +7,7 @@ from dataclasses import replace
 from tests_support import ROOT
 
 from bmsd.config import Config, load_config
-from bmsd.system.reload import changed_keys, plan_reload
+from bmsd.system.reload import RUNTIME_KEYS, changed_keys, plan_reload
 
 
 def _config(*overrides: str) -> Config:
@@ -58,3 +58,9 @@ def test_changed_keys_names_added_and_removed_table_entries() -> None:
     buses = dict(running.can)
     buses["inverter"] = replace(buses["slaves"], channel="other")
     assert changed_keys(running, replace(running, can=buses)) == ["can.inverter"]
+
+
+def test_runtime_keys_are_documented_in_operations() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    for key in RUNTIME_KEYS:
+        assert f"`{key}`" in text, f"docs/operations.md does not say that {key} reloads"
