@@ -201,19 +201,22 @@ class Daemon:
             self._stall_next_tick = False
             log.warning("debug: blocking the control loop for %.1f s", self._debug_stall_s)
             time.sleep(self._debug_stall_s)
-        self.notifier.tick(state.time_s, lambda: self._status(state))
+        # Paced on the time the hooks ran, not the tick's start: a tick delayed inside (a slow
+        # fsync) must not make the next ping follow this one closely.
+        now_s = time.monotonic()
+        self.notifier.tick(now_s, lambda: self._status(state))
         if self.log_setup is not None:
-            self.log_setup.housekeeping(state.time_s)
+            self.log_setup.housekeeping(now_s)
 
     def _ready(self) -> None:
         """Tell systemd the daemon is up. Keep this the last step of start-up: every bus,
         restored state and server must be up before it (servers bind before this call)."""
-        self.notifier.ready("running, waiting for the first tick")
         if self.notifier.enabled:
             log.info(
-                "told systemd we are ready (watchdog %s)",
+                "telling systemd we are ready (watchdog %s)",
                 f"{self.notifier.watchdog_s:g} s" if self.notifier.watchdog_s else "off",
             )
+        self.notifier.ready("running, waiting for the first tick")
 
     def request_stop(self) -> None:
         if self.stop_event is not None:

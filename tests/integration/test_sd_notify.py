@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from tests_support import ROOT
 
-WATCHDOG_S = 2.0  # WATCHDOG_USEC given to the daemon; pings are due every WATCHDOG_S / 2
-STALL_S = 3.0
+WATCHDOG_S = 3.0  # WATCHDOG_USEC given to the daemon; pings are due every WATCHDOG_S / 2
+STALL_S = 4.0
 
 
 @dataclass(frozen=True)
@@ -154,14 +154,17 @@ def test_ready_watchdog_status_and_stopping(tmp_path: Path, notify_dir: Path) ->
         assert ready.pid == process.pid, "READY must come from the main process"
         # READY only once the control socket (a server) listens and the state is restored.
         assert (tmp_path / "state" / "bmsd.sock").is_socket()
-        assert "told systemd we are ready (watchdog 2 s)" in _log_text(tmp_path)
+        _wait_log(tmp_path, r"telling systemd we are ready \(watchdog 3 s\)", 5)
 
         # Regular pings, paced at half of WATCHDOG_USEC: never more often, never late.
-        running = notify.collect(6.0)
-        gaps = _gaps(running)
+        # (Measured at the receiver on a shared machine: scheduling jitter is allowed for.)
+        running = notify.collect(8.0)
+        gaps = sorted(_gaps(running))
+        period_s = WATCHDOG_S / 2
         assert len(gaps) >= 3, f"too few watchdog pings: {running}"
-        assert min(gaps) >= 0.5 * WATCHDOG_S - 0.1, f"pinged faster than paced: {gaps}"
-        assert max(gaps) < WATCHDOG_S, f"a ping came too late for the watchdog: {gaps}"
+        assert gaps[0] >= 0.5 * period_s, f"pinged faster than paced: {gaps}"
+        assert 0.9 * period_s <= gaps[len(gaps) // 2] <= 1.4 * period_s, f"not paced: {gaps}"
+        assert gaps[-1] < WATCHDOG_S, f"a ping came too late for the watchdog: {gaps}"
         statuses = [n.fields["STATUS"] for n in running if "STATUS" in n.fields]
         assert statuses, "no STATUS line"
         assert re.search(r"tick=\d+ mode=\w+ CVL=.* modules=4/4", statuses[-1]), statuses[-1]
