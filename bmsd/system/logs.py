@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -113,6 +114,9 @@ class RateLimitFilter(logging.Filter):
         self._clock = clock
         self._windows: dict[tuple[str, int, str], _Window] = {}
         self.suppressed_total = 0
+        # Records also come from other threads (CAN reader, config reload); re-entrant because
+        # a summary is logged (and filtered) while the lock is held.
+        self._lock = threading.RLock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if (
@@ -121,6 +125,10 @@ class RateLimitFilter(logging.Filter):
             or getattr(record, RATE_LIMIT_EXEMPT, False)
         ):
             return True
+        with self._lock:
+            return self._count(record)
+
+    def _count(self, record: logging.LogRecord) -> bool:
         now = self._clock()
         key = (record.name, record.levelno, str(record.msg))
         window = self._windows.get(key)
@@ -141,10 +149,11 @@ class RateLimitFilter(logging.Filter):
 
     def flush(self, *, force: bool = False) -> None:
         """Summarise and forget every window that has passed (all of them with ``force``)."""
-        now = self._clock()
-        for key, window in list(self._windows.items()):
-            if force or now - window.started_s >= self.interval_s:
-                self._close(key, window)
+        with self._lock:
+            now = self._clock()
+            for key, window in list(self._windows.items()):
+                if force or now - window.started_s >= self.interval_s:
+                    self._close(key, window)
 
     def _close(self, key: tuple[str, int, str], window: _Window) -> None:
         del self._windows[key]

@@ -152,6 +152,9 @@ class ServiceNotifier:
         if self.watchdog_s is not None and self._watchdog.due(now_s):
             lines.append("WATCHDOG=1")
         if self._status.due(now_s):
-            lines.append(f"STATUS={status()}")
+            try:
+                lines.append(f"STATUS={status()}")
+            except Exception:  # a broken status line must not cost the watchdog ping
+                log.exception("cannot build the status line")
         if lines:
             self.notify(*lines)

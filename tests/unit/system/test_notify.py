@@ -97,3 +97,16 @@ def test_a_failing_socket_is_logged_not_raised(caplog: pytest.LogCaptureFixture)
     notifier = ServiceNotifier(1.0, environ={"NOTIFY_SOCKET": "/gone"}, pid=1, send=send)
     notifier.ready("up")
     assert "sd_notify to /gone failed" in caplog.text
+
+
+def test_a_broken_status_line_does_not_cost_the_ping(caplog: pytest.LogCaptureFixture) -> None:
+    notifier, sent = _notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000000"})
+    notifier.ready("up")
+    sent.clear()
+
+    def broken() -> str:
+        raise ValueError("no snapshot")
+
+    notifier.tick(5.0, broken)
+    assert sent == ["WATCHDOG=1"]
+    assert "cannot build the status line" in caplog.text
