@@ -70,13 +70,13 @@ gid=$(awk -F: -v name="$BMSD_USER" '$1 == name { print $3 }' "$group_file")
 release=$PREFIX/releases/$(date -u +%Y%m%dT%H%M%SZ)
 [[ -e $release ]] && die "$release exists already (two installs in one second?)"
 mkdir -p "$PREFIX/releases"
-trap 'rm -rf "$release"' ERR
+build=$(mktemp -d)
+# Until the switch below, a failure (or die) leaves no half-built release behind.
+trap 'rm -rf "$release" "$build"' EXIT
 say "building $release"
 "$PYTHON" -m venv "$release/venv"
 # A copy of the tree: pip builds in it, leaving the source checkout clean.
-build=$(mktemp -d)
-trap 'rm -rf "$release" "$build"' ERR
-tar -C "$SOURCE" --exclude=.venv --exclude=.git --exclude='*.egg-info' --exclude=build \
+tar -C "$SOURCE" --exclude=__pycache__ --exclude='*.egg-info' --exclude=build \
   -cf - pyproject.toml README.md bmsd | tar -C "$build" -xf -
 "$release/venv/bin/python" -m pip install -q "${PIP_ARGS[@]}" "$build[systemd]"
 rm -rf "$build"
@@ -88,7 +88,7 @@ cp "$SOURCE"/docs/*.md "$release/share/doc/"
 # Check the shipped example against the code of this very release before switching to it.
 "$release/venv/bin/bmsd" check-config "$release/share/etc/bmsd.toml" >/dev/null ||
   die "the shipped example config does not validate with this release"
-trap - ERR
+trap 'rm -rf "$build"' EXIT
 
 previous=$(readlink "$PREFIX/current" 2>/dev/null || true)
 ln -sfn "$release" "$PREFIX/current.new"
