@@ -1,7 +1,9 @@
 """Composition root: builds every part from the config and runs them in one TaskGroup.
 
 Nothing else wires parts together. The daemon stops cleanly on SIGTERM or SIGINT: the stop
-event ends every task, then the buses are closed.
+event ends every task, then the buses are closed. Under systemd it reports through sd_notify
+(:mod:`bmsd.system.notify`): READY once everything is up, a watchdog ping only from completed
+ticks, STATUS, STOPPING. SIGHUP reloads the config file (:mod:`bmsd.system.reload`).
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import can
@@ -23,9 +26,9 @@ from bmsd.acquisition.urgent import UrgentCheck
 from bmsd.canbus.bus import CanInterface
 from bmsd.canbus.codec import FrameDecoder, FrameEncoder
 from bmsd.canbus.protocol import Protocol, load_protocol
-from bmsd.config import Config
+from bmsd.config import Config, load_config
 from bmsd.control.controller import Controller
-from bmsd.control.export import explain_text
+from bmsd.control.export import explain_text, summary_line
 from bmsd.control.hub import StateHub
 from bmsd.control.loop import ControlLoop
 from bmsd.control.socket import ControlServer, socket_path
@@ -36,17 +39,35 @@ from bmsd.protection.journal import FaultJournal
 from bmsd.protection.persistence import LatchedFaultStore
 from bmsd.publish.metrics import MetricsExporter, Sources
 from bmsd.sim.runner import build_simulated_pack, run_simulator
+from bmsd.system.logs import LogSetup
+from bmsd.system.notify import ServiceNotifier
+from bmsd.system.reload import plan_reload
 
 log = logging.getLogger(__name__)
 
 ESTIMATES_FILE = "estimates.json"
 
+# Test hook, never set by the shipped unit: with BMSD_DEBUG_STALL_S=<seconds>, SIGUSR2 blocks
+# the next control tick that long (as a hung write would), to prove the watchdog pings stop.
+DEBUG_STALL_ENV = "BMSD_DEBUG_STALL_S"
+
 
 class Daemon:
     """The whole daemon, built from one config."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        overrides: Sequence[str] = (),
+        log_setup: LogSetup | None = None,
+    ) -> None:
         self.config = config
+        # Reload (SIGHUP) reads the same file with the same --set overrides.
+        self.config_path = config_path
+        self.overrides = tuple(overrides)
+        self.log_setup = log_setup
         self.topology = Topology.from_config(config.pack)
         self.protocol: Protocol = load_protocol(config.path(config.acquisition.protocol))
         self.decoder = FrameDecoder(self.protocol, self.topology)
@@ -81,6 +102,12 @@ class Daemon:
         # Act first: the contactor command leaves before the (fsync-ing) persistence of the
         # same tick, so writing the latch never delays opening.
         self.loop.on_tick += [self._send_contactor_command, self._persist]
+        # The watchdog ping proves a whole tick (with the hooks above) completed.
+        self.notifier = ServiceNotifier(config.service.status_interval_s)
+        self.loop.on_tick.append(self._service_tick)
+        self._reload_task: asyncio.Task[bool] | None = None
+        self._debug_stall_s = _debug_stall_s()
+        self._stall_next_tick = False
         self.control_server = ControlServer(
             socket_path(self.state_dir), self.loop.submit, self._explain
         )
@@ -183,15 +210,105 @@ class Daemon:
         )
         self.buses[self.config.acquisition.bus].send(frame)
 
+    def _status(self, state: PackState) -> str:
+        return summary_line(
+            state, self.topology.module_count, self.config.acquisition.module_timeout_s
+        )
+
+    def _service_tick(self, state: PackState) -> None:
+        if self._stall_next_tick:
+            self._stall_next_tick = False
+            log.warning("debug: blocking the control loop for %.1f s", self._debug_stall_s)
+            time.sleep(self._debug_stall_s)
+        # Paced on the time the hooks ran, not the tick's start: a tick delayed inside (a slow
+        # fsync) must not make the next ping follow this one closely.
+        now_s = time.monotonic()
+        self.notifier.tick(now_s, lambda: self._status(state))
+        if self.log_setup is not None:
+            self.log_setup.housekeeping(now_s)
+
+    def _ready(self) -> None:
+        """Tell systemd the daemon is up. Keep this the last step of start-up: every bus,
+        restored state and server must be up before it (servers bind before this call)."""
+        if self.notifier.enabled:
+            log.info(
+                "telling systemd we are ready (watchdog %s)",
+                f"{self.notifier.watchdog_s:g} s" if self.notifier.watchdog_s else "off",
+            )
+        self.notifier.ready("running, waiting for the first tick")
+
     def request_stop(self) -> None:
         if self.stop_event is not None:
             self.stop_event.set()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; apply what may change at run time, keep the rest.
+
+        A config that does not validate is rejected whole (its errors logged) and the running
+        one kept. Returns whether the new file was accepted.
+        """
+        self.notifier.reloading()
+        accepted = False
+        try:
+            if self.config_path is None:
+                raise BmsdError("the daemon was not started from a config file")
+            loaded = await asyncio.to_thread(load_config, self.config_path, self.overrides)
+        except (BmsdError, OSError) as exc:
+            log.error(
+                "reload rejected, still running on the previous configuration:\n%s",
+                exc,
+                extra={"fields": {"reload": "rejected"}},
+            )
+            status = "reload rejected (see log); running on the previous configuration"
+        except Exception:  # a reload must never take the battery's protection down
+            log.exception("reload failed, still running on the previous configuration")
+            status = "reload failed (see log); running on the previous configuration"
+        else:
+            accepted = True
+            plan = plan_reload(self.config, loaded)
+            self.config = plan.config
+            if self.log_setup is not None:
+                self.log_setup.apply(plan.config.logging)
+            self.loop.summary_interval_s = plan.config.control.summary_log_interval_s
+            self.notifier.set_status_interval(plan.config.service.status_interval_s)
+            log.info(
+                "reloaded %s: %s",
+                self.config_path,
+                ", ".join(plan.applied) if plan.applied else "nothing changed that applies now",
+                extra={"fields": {"reload": "accepted"}},
+            )
+            status = "reloaded"
+            if plan.restart_needed:
+                log.warning(
+                    "changed in %s but only applied after a restart: %s",
+                    self.config_path,
+                    ", ".join(plan.restart_needed),
+                    extra={"fields": {"restart_needed": len(plan.restart_needed)}},
+                )
+                status = f"reloaded; {len(plan.restart_needed)} change(s) need a restart"
+        state = self.hub.latest
+        self.notifier.ready(status if state is None else f"{status}; {self._status(state)}")
+        return accepted
+
+    def _on_reload(self) -> None:
+        if self._reload_task is not None and not self._reload_task.done():
+            log.warning("SIGHUP while a reload is running: ignored")
+            return
+        log.info("received SIGHUP, reloading %s", self.config_path)
+        self._reload_task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+
+    def _on_debug_stall(self) -> None:
+        self._stall_next_tick = True
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self.stop_event = stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        if self._debug_stall_s:
+            log.warning("debug: SIGUSR2 blocks one tick for %.1f s", self._debug_stall_s)
+            loop.add_signal_handler(signal.SIGUSR2, self._on_debug_stall)
         sim_bus: can.BusABC | None = None
         previous_switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.config.control.thread_switch_interval_s)
@@ -205,6 +322,7 @@ class Daemon:
             # garbage collector's scans, whose full passes would otherwise stall a tick.
             gc.collect()
             gc.freeze()
+            self._ready()  # last step of start-up
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.loop.run(stop), name="control")
                 if self.config.sim.enabled:
@@ -222,12 +340,15 @@ class Daemon:
                     ", simulated pack" if self.config.sim.enabled else "",
                 )
         finally:
+            self.notifier.stopping()
+            if self._reload_task is not None:
+                self._reload_task.cancel()
             self.save_estimates()
             sys.setswitchinterval(previous_switch_interval_s)
             if self.metrics is not None:
                 self.metrics.stop()
             await self.control_server.close()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
                 loop.remove_signal_handler(signum)
             if sim_bus is not None:
                 sim_bus.shutdown()
@@ -237,6 +358,7 @@ class Daemon:
 
     def _on_signal(self, signum: int) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
+        self.notifier.stopping()
         self.request_stop()
 
     def _open_buses(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -269,6 +391,14 @@ def _count_only(bus: CanInterface) -> Callable[[can.Message, float], None]:
         bus.stats.unknown_frames += 1
 
     return on_frame
+
+
+def _debug_stall_s() -> float:
+    text = os.environ.get(DEBUG_STALL_ENV, "")
+    try:
+        return max(float(text), 0.0) if text else 0.0
+    except ValueError:
+        return 0.0
 
 
 def run_daemon(config: Config) -> None:

@@ -176,12 +176,25 @@ def summarise(
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, args.overrides)
-    configure_logging(config.logging.level, config.logging.format)
+    import faulthandler
+
     from bmsd.app import Daemon
 
+    # A hung daemon killed by the systemd watchdog (SIGABRT) leaves a traceback of every thread.
+    faulthandler.enable()
+    from bmsd.system.logs import LogSetup
+
+    log_setup = LogSetup()
+    log_setup.apply(config.logging)
     config_dir = config.path(config.state.directory)
     config_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(Daemon(config).run())
+    daemon = Daemon(
+        config, config_path=args.config.resolve(), overrides=args.overrides, log_setup=log_setup
+    )
+    try:
+        asyncio.run(daemon.run())
+    finally:
+        log_setup.close()
     return EXIT_OK
 
 

@@ -342,14 +342,62 @@ class StateConfig:
     directory: str = doc("State directory; created if missing", default="/var/lib/bmsd")
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
-    """Logging."""
+    """Logging (changes apply on reload, SIGHUP)."""
 
-    level: Literal["debug", "info", "warning", "error"] = doc("Log level", default="info")
+    level: LogLevel = doc("Log level", default="info")
     format: Literal["text", "json"] = doc(
         "Log line format on stderr (journald gets structured fields either way)", default="text"
     )
+    target: Literal["auto", "journal", "stderr"] = doc(
+        "Where logs go: auto is the journal when started by systemd (JOURNAL_STREAM or "
+        "INVOCATION_ID set), else stderr",
+        default="auto",
+    )
+    loggers: dict[str, LogLevel] = doc_factory(
+        'Level per logger, overriding level, e.g. {"bmsd.canbus" = "debug"}', dict
+    )
+    rate_limit_burst: int = doc(
+        "Repeated messages (same logger and message template) let through per interval; "
+        "0: no rate limiting",
+        default=10,
+    )
+    rate_limit_interval_s: float = doc(
+        "Rate-limit window; a summary line counts what was suppressed in it",
+        unit="s",
+        default=60.0,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.rate_limit_burst < 0:
+            problems.append(("rate_limit_burst", "must not be negative"))
+        problems += must_be_positive(self, "rate_limit_interval_s")
+        for name in self.loggers:
+            if not name or name != name.strip() or ".." in name:
+                problems.append((f"loggers.{name}", "not a logger name"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """Running as a systemd service (sd_notify); changes apply on reload (SIGHUP)."""
+
+    status_interval_s: float = doc(
+        "Send the one-line pack summary to systemd (STATUS=, shown by systemctl status) this "
+        "often; 0: only at start and reload",
+        unit="s",
+        default=2.0,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.status_interval_s < 0:
+            return [("status_interval_s", "must not be negative")]
+        return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +533,7 @@ class Config:
     control: ControlConfig = doc_factory("Control loop", ControlConfig)
     state: StateConfig = doc_factory("Persistent state", StateConfig)
     logging: LoggingConfig = doc_factory("Logging", LoggingConfig)
+    service: ServiceConfig = doc_factory("systemd service integration", ServiceConfig)
     sim: SimConfig = doc_factory("Simulated pack", SimConfig)
     metrics: MetricsConfig = doc_factory("Prometheus metrics exporter", MetricsConfig)
     # Not a key of the file: the directory relative paths are resolved against.

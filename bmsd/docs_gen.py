@@ -194,6 +194,9 @@ def toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, tuple | list):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        items = ", ".join(f"{json.dumps(key)} = {toml_value(item)}" for key, item in value.items())
+        return "{" + items + "}"
     raise TypeError(f"no TOML spelling for default {value!r}")
 
 

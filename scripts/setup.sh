@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # systemd-python builds against libsystemd (pkg-config, a C compiler, Python headers);
-# the tests use mbpoll (Modbus client), promtool (Prometheus), socat and can-utils.
-APT_PACKAGES=(python3-venv python3-dev gcc pkg-config libsystemd-dev mbpoll socat can-utils prometheus)
+# the tests use mbpoll (Modbus client), promtool (Prometheus), socat, can-utils and
+# systemd-analyze (systemd: checks the unit file).
+APT_PACKAGES=(python3-venv python3-dev gcc pkg-config libsystemd-dev mbpoll socat can-utils prometheus systemd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -70,6 +70,8 @@ class Controller:
         self._store = store
         self._builder = SnapshotBuilder(topology, config.acquisition, start_s)
         self._table = config.protection.faults
+        # Read-only view for the log (which quantity a fault watches, to name the cell).
+        self.fault_quantities = {fault_id: spec.quantity for fault_id, spec in self._table.items()}
         self._faults: FaultState = initial_state(self._table)
         self._machine = initial_machine(start_s)
         self._limits = LimitCalculator(config.limits)

@@ -18,7 +18,10 @@ from bmsd.control.export import summary_line
 from bmsd.control.hub import StateHub
 from bmsd.model.bms import Reply
 from bmsd.model.faults import FaultEvent, FaultLevel
+from bmsd.model.snapshot import PackSnapshot
 from bmsd.model.state import PackState, TickTiming
+from bmsd.model.topology import Location
+from bmsd.system.logs import RATE_LIMIT_EXEMPT
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,15 @@ class ControlLoop:
         self.on_tick: list[TickHook] = []
         self._wake = asyncio.Event()
 
+    @property
+    def summary_interval_s(self) -> float:
+        return self._summary_interval_s
+
+    @summary_interval_s.setter
+    def summary_interval_s(self, value: float) -> None:
+        """Change the summary log period at run time (configuration reload)."""
+        self._summary_interval_s = value
+
     def wake_now(self) -> None:
         """Take the next sample now (an urgent reading); call on the loop thread."""
         self._wake.set()
@@ -77,7 +89,7 @@ class ControlLoop:
     async def run(self, stop: asyncio.Event) -> None:
         tick_s = self._tick_s
         next_at = self._clock()
-        next_summary = next_at + self._summary_interval_s
+        last_summary = next_at  # the period may change at run time (reload)
         stopping = asyncio.ensure_future(stop.wait())
         while not stop.is_set():
             delay = next_at - self._clock()
@@ -131,7 +143,8 @@ class ControlLoop:
                 if not future.done():
                     future.set_result(reply)
             for fault_event in state.fault_events:
-                _log_fault_event(fault_event)
+                quantity = self._controller.fault_quantities.get(fault_event.fault_id, "")
+                _log_fault_event(fault_event, state, quantity)
             for event in events:
                 log.info(event.message, extra={"fields": {"event": event.kind, **event.fields}})
             for hook in self.on_tick:
@@ -146,15 +159,33 @@ class ControlLoop:
             stats.last_duration_s = duration
             stats.max_duration_s = max(stats.max_duration_s, duration)
             stats.max_lateness_s = max(stats.max_lateness_s, started - next_at)
-            if self._summary_interval_s and finished >= next_summary:
-                next_summary = finished + self._summary_interval_s
-                log.info("pack %s", summary_line(state, self._module_count, self._module_timeout_s))
+            interval_s = self._summary_interval_s
+            if interval_s and finished >= last_summary + interval_s:
+                last_summary = finished
+                log.info(
+                    "pack %s",
+                    summary_line(state, self._module_count, self._module_timeout_s),
+                    extra={RATE_LIMIT_EXEMPT: True},  # paced already
+                )
             if not urgent:
                 next_at += tick_s  # an urgent sample is extra: the schedule stays as it was
         stopping.cancel()
 
 
-def _log_fault_event(event: FaultEvent) -> None:
+def fault_location(quantity: str, snapshot: PackSnapshot) -> Location | None:
+    """The cell or sensor behind a cell-voltage or temperature fault (the extreme one)."""
+    if quantity.startswith("cell_voltage_max") or quantity.startswith("cell_voltage_min"):
+        extremes = snapshot.cell_voltage
+    elif quantity.startswith("cell_temp_max") or quantity.startswith("cell_temp_min"):
+        extremes = snapshot.temperature
+    else:
+        return None
+    if extremes is None:
+        return None
+    return extremes.max_location if "_max" in quantity else extremes.min_location
+
+
+def _log_fault_event(event: FaultEvent, state: PackState | None = None, quantity: str = "") -> None:
     if event.kind == "set":
         level = {FaultLevel.INFO: logging.INFO, FaultLevel.WARNING: logging.WARNING}.get(
             event.level, logging.ERROR
@@ -163,16 +194,17 @@ def _log_fault_event(event: FaultEvent) -> None:
         level = logging.WARNING  # resets are audited
     else:
         level = logging.INFO
-    log.log(
-        level,
-        event.message,
-        extra={
-            "fields": {
-                "fault": event.fault_id,
-                "level": event.level.label,
-                "change": event.kind,
-                "value": event.value,
-                "threshold": event.threshold,
-            }
-        },
-    )
+    fields: dict[str, object] = {
+        "fault": event.fault_id,
+        "level": event.level.label,
+        "change": event.kind,
+        "value": event.value,
+        "threshold": event.threshold,
+    }
+    if state is not None:
+        fields["mode"] = state.mode.value
+        where = fault_location(quantity, state.snapshot) if event.kind == "set" else None
+        if where is not None:
+            index_key = "sensor" if quantity.startswith("cell_temp") else "cell"
+            fields.update({"string": where.string, "module": where.module, index_key: where.index})
+    log.log(level, event.message, extra={"fields": fields})
