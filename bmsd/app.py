@@ -33,6 +33,7 @@ from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
 from bmsd.protection.journal import FaultJournal
 from bmsd.protection.persistence import LatchedFaultStore
+from bmsd.publish.modbus.server import build_server as build_modbus_server
 from bmsd.sim.runner import build_simulated_pack, run_simulator
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,14 @@ class Daemon:
             socket_path(self.state_dir), self.loop.submit, self._explain
         )
         self._command_counter = 0
+        self.modbus = build_modbus_server(
+            config,
+            self.topology,
+            pack_capacity_ah,
+            lambda: self.hub.latest,
+            self.loop.submit,
+            self.controller.external,
+        )
         self.stop_event: asyncio.Event | None = None
 
     def restore(self) -> None:
@@ -178,6 +187,8 @@ class Daemon:
         try:
             self._open_buses(loop)
             await self.control_server.start()
+            if self.modbus is not None:
+                await self.modbus.start()
             # Everything built so far lives as long as the daemon: keep it out of the cyclic
             # garbage collector's scans, whose full passes would otherwise stall a tick.
             gc.collect()
@@ -200,6 +211,8 @@ class Daemon:
                 )
         finally:
             self.save_estimates()
+            if self.modbus is not None:
+                await self.modbus.close()
             await self.control_server.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

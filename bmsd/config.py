@@ -18,6 +18,7 @@ from bmsd.estimation.settings import EstimationConfig
 from bmsd.model.faults import FaultLevel
 from bmsd.protection.limits import LimitsConfig
 from bmsd.protection.table import FaultSpec
+from bmsd.publish.modbus.config import ModbusConfig
 from bmsd.schema import (
     deep_merge,
     doc,
@@ -434,6 +435,7 @@ class Config:
     state: StateConfig = doc_factory("Persistent state", StateConfig)
     logging: LoggingConfig = doc_factory("Logging", LoggingConfig)
     sim: SimConfig = doc_factory("Simulated pack", SimConfig)
+    modbus: ModbusConfig = doc_factory("Modbus TCP server", ModbusConfig)
     # Not a key of the file: the directory relative paths are resolved against.
     base_dir: str = field(default="", metadata={"internal": True})
 
