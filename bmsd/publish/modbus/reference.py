@@ -117,6 +117,41 @@ Example: the temperature of sensor 2 of module 3 is at
 """
 
 
+EXCEPTIONS: tuple[tuple[str, str, str], ...] = (
+    (
+        "01",
+        "ILLEGAL FUNCTION",
+        "an unsupported function code; a write while writes are off or from a client not in "
+        "`modbus.writes.allowed_clients`",
+    ),
+    (
+        "02",
+        "ILLEGAL DATA ADDRESS",
+        "any register of the request is not in the map, or is not writable (for a write)",
+    ),
+    (
+        "03",
+        "ILLEGAL DATA VALUE",
+        "more than 125 registers read (123 written) or none; a written value out of range; a "
+        "request the BMS refuses in its present state (the log says why)",
+    ),
+    (
+        "04",
+        "SLAVE DEVICE FAILURE",
+        "the newest state is older than `modbus.max_state_age_s` (the control loop is "
+        "stalled): no stale numbers are served; a write that got no answer from the control "
+        "loop in time",
+    ),
+    ("0B", "GATEWAY TARGET DEVICE FAILED TO RESPOND", "a unit id other than `modbus.unit_id`"),
+)
+
+
+def _exceptions() -> str:
+    lines = ["| code | name | when |", "| --- | --- | --- |"]
+    lines += [f"| {code} | {name} | {when} |" for code, name, when in EXCEPTIONS]
+    return "\n".join(lines)
+
+
 def render_modbus_reference(sunspec: str = "") -> str:
     """The whole of docs/modbus.md."""
     return f"""\
@@ -143,13 +178,7 @@ needs root or `CAP_NET_BIND_SERVICE`).
 
 ## Exceptions
 
-| code | name | when |
-| --- | --- | --- |
-| 01 | ILLEGAL FUNCTION | an unsupported function code; a write while writes are off or from a client not in `modbus.writes.allowed_clients` |
-| 02 | ILLEGAL DATA ADDRESS | any register of the request is not in the map, or is not writable (for a write) |
-| 03 | ILLEGAL DATA VALUE | more than 125 registers read (123 written) or none; a written value out of range; a request the BMS refuses in its present state (the log says why) |
-| 04 | SLAVE DEVICE FAILURE | the newest state is older than `modbus.max_state_age_s` (the control loop is stalled): no stale numbers are served; a write that got no answer from the control loop in time |
-| 0B | GATEWAY TARGET DEVICE FAILED TO RESPOND | a unit id other than `modbus.unit_id` |
+{_exceptions()}
 
 ## Writes
 
