@@ -401,9 +401,9 @@ def render_configuration_reference() -> str:
 
 def render_modbus_document() -> str:
     """The whole of docs/modbus.md (register tables of bmsd/publish/modbus/)."""
-    from bmsd.publish.modbus.reference import render_modbus_reference
+    from bmsd.publish.modbus.reference import render_modbus_reference, render_sunspec
 
-    return render_modbus_reference()
+    return render_modbus_reference(render_sunspec())
 
 
 def main() -> None:

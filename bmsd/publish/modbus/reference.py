@@ -152,6 +152,59 @@ def _exceptions() -> str:
     return "\n".join(lines)
 
 
+def render_sunspec() -> str:
+    """The SunSpec part of docs/modbus.md, from the model definitions and the write table."""
+    from bmsd.publish.modbus.sunspec import (
+        BASE_ADDRESS,
+        MODELS,
+        SUNSPEC_STATE,
+        WRITES,
+        load_model,
+    )
+
+    rows = []
+    instances = {1: "1", 802: "1", 803: "1", 804: "one per string", 805: "one per module"}
+    for model_id in MODELS:
+        model = load_model(model_id)
+        group = model.group
+        length = str(model.fixed_length)
+        if group is not None:
+            count = group.count if group.count else "NCell (from L)"
+            length += f" + {group.length} × {count}"
+        rows.append(f"| {model_id} | {model.name} | {length} | {instances[model_id]} |")
+    writes = "\n".join(
+        f"| {model} | `{point}` | {kind.value} |" for (model, point), kind in WRITES.items()
+    )
+    states = ", ".join(f"{mode.value} → {code}" for mode, code in SUNSPEC_STATE.items())
+    table = "\n".join(rows)
+    return f"""\
+## SunSpec models
+
+"SunS" (0x5375 0x6E53) at holding register {BASE_ADDRESS}, then each model as
+[ID][L][L registers], then the end marker 0xFFFF, 0. The layouts are read at start from the
+model definitions shipped in the `pysunspec2` package (identical to sunspec/models), so they
+are exactly the published ones. A point bmsd has no value for reads as SunSpec's unimplemented
+marker of its type; indices (string, module, cell) are 1-based, as SunSpec counts. Scale
+factors are fixed for a pack (chosen at start so the largest value fits). Read with function
+code 03, at most 125 registers per request.
+
+| model | name | L | instances |
+| --- | --- | --- | --- |
+{table}
+
+Model 802 `State`: {states} (bmsd state). `Evt1` carries the fault categories of the native
+bitfields (over/under voltage and temperature, over-current, imbalance, communication,
+contactor; the rest as "other alarm/warning"); `EvtVnd1` is latched << 16 | alarm flags,
+`EvtVnd2` info << 16 | warning flags. `A` and `W` are positive when charging. `VMax`, `VMin`,
+`AChaMax`, `ADisChaMax` are the CVL, DVL, CCL and DCL. Writable points (with writes enabled,
+as for the native holding registers):
+
+| model | point | does |
+| --- | --- | --- |
+{writes}
+"""
+
+
 def render_modbus_reference(sunspec: str = "") -> str:
     """The whole of docs/modbus.md."""
     return f"""\

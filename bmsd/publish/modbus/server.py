@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib.metadata
 import logging
 import struct
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 from pymodbus.constants import ExcCodes
@@ -49,6 +50,7 @@ from bmsd.control.controller import Command
 from bmsd.control.supervision import ExternalInputs
 from bmsd.errors import BmsdError
 from bmsd.model.bms import Answer, Reply
+from bmsd.model.cell import CellModel
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
 from bmsd.publish.modbus.config import ModbusConfig
@@ -62,6 +64,7 @@ from bmsd.publish.modbus.registers import (
     fault_bit_of,
     mapped_addresses,
 )
+from bmsd.publish.modbus.sunspec import PackFacts, SunSpecMap
 from bmsd.publish.modbus.writes import (
     HEARTBEAT_INPUT,
     ClientFilter,
@@ -251,24 +254,14 @@ class _Server(ModbusTcpServer):
         return _Handler(self)
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A contiguous range of holding registers served from one image (native or SunSpec)."""
+class ImageSource(Protocol):
+    """Something that encodes a MapView into a range of holding registers (SunSpec)."""
 
     start: int
     length: int
+    writes: dict[int, WriteKind]
 
-
-class ImageSource:
-    """Something that encodes a MapView into holding registers (the SunSpec models)."""
-
-    start: int
-    length: int
-    writes: Mapping[int, WriteKind]
-    readonly: frozenset[int]
-
-    def encode(self, view: MapView) -> list[int]:
-        raise NotImplementedError
+    def encode(self, view: MapView) -> list[int]: ...
 
 
 class ModbusServer:
@@ -560,6 +553,27 @@ def build_server(
             for fault_id, spec in config.protection.faults.items()
         },
     )
-    server = ModbusServer(modbus, latest, submit, info)
+    sunspec = None
+    if modbus.sunspec:
+        cell = CellModel.load(config.path(config.pack.cell_file))
+        facts = PackFacts(
+            manufacturer=modbus.manufacturer,
+            model=modbus.model,
+            version=_version(),
+            serial_number=modbus.serial_number,
+            unit_id=modbus.unit_id,
+            nominal_voltage_v=cell.info.nominal_voltage_v * topology.cells_per_string,
+            max_charge_current_a=config.limits.max_charge_current_a,
+            max_discharge_current_a=config.limits.max_discharge_current_a,
+        )
+        sunspec = SunSpecMap(topology, facts, pack_capacity_ah)
+    server = ModbusServer(modbus, latest, submit, info, sunspec=sunspec)
     external.register(HEARTBEAT_INPUT, server.heartbeat_supervision)
     return server
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("bmsd")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
