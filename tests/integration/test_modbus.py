@@ -36,6 +36,7 @@ from bmsd.publish.modbus.registers import (
     PackInfo,
     Register,
     decode_value,
+    fault_bit_of,
 )
 from bmsd.publish.modbus.server import ModbusServer
 
@@ -93,7 +94,9 @@ def _port(daemon: Daemon) -> int:
 # -- what each register must hold, from the PackState -----------------------------------------
 
 
-def expected_values(state: PackState, info_capacity_ah: float) -> dict[str, float | None]:
+def expected_values(
+    state: PackState, info_capacity_ah: float, quantity_of: Mapping[str, str]
+) -> dict[str, float | None]:
     snap = state.snapshot
     est = state.estimates
     limits = state.limits
@@ -116,10 +119,10 @@ def expected_values(state: PackState, info_capacity_ah: float) -> dict[str, floa
         if contactors is None
         else contactors.minus_closed + 2 * contactors.plus_closed + 4 * contactors.precharge_closed,
         "data_ok": float(state.data_ok),
-        "info_flags": 0,
-        "warning_flags": 0,
-        "alarm_flags": 0,
-        "latched_flags": 0,
+        "info_flags": _flags_of(state, quantity_of, "info"),
+        "warning_flags": _flags_of(state, quantity_of, "warning"),
+        "alarm_flags": _flags_of(state, quantity_of, "fatal"),
+        "latched_flags": _flags_of(state, quantity_of, "latched"),
         "pack_voltage": snap.pack_voltage_v,
         "pack_current": snap.pack_current_a,
         "pack_power": power,
@@ -172,6 +175,20 @@ def expected_values(state: PackState, info_capacity_ah: float) -> dict[str, floa
     return values
 
 
+def _flags_of(state: PackState, quantity_of: Mapping[str, str], which: str) -> int:
+    """The documented fault-category bits (docs/modbus.md) of the state's fault levels."""
+    bits = 0
+    for level in state.faults.levels:
+        hit = level.latched if which == "latched" else level.active and level.level.label == which
+        if hit:
+            bits |= 1 << fault_bit_of(quantity_of[level.fault_id])
+    return bits
+
+
+def _quantities(daemon: Daemon) -> dict[str, str]:
+    return {fault_id: spec.quantity for fault_id, spec in daemon.config.protection.faults.items()}
+
+
 def check_register(register: Register, words: list[int], want: float | None) -> None:
     got = decode_value(register.type, register.scale, words)
     if want is None:
@@ -216,7 +233,7 @@ def test_every_register_matches_the_pack_state(tmp_path: Path) -> None:
                             first, count=last - first + 1, device_id=UNIT
                         ),
                     )
-                    want = expected_values(states[tick], capacity)
+                    want = expected_values(states[tick], capacity, _quantities(daemon))
                     for register in inputs:
                         if first <= register.address <= last:
                             offset = register.address - first
@@ -297,7 +314,7 @@ def test_mbpoll_reads_the_same_values(tmp_path: Path) -> None:
             capacity = daemon.cell_capacity_ah
             words = await asyncio.to_thread(_mbpoll, port, "3", 0, 66)
             tick = words[64] << 16 | words[65]
-            want = expected_values(states[tick], capacity)
+            want = expected_values(states[tick], capacity, _quantities(daemon))
             for register in (r for r in REGISTERS if r.space == "input" and r.address < 66):
                 check_register(
                     register,
@@ -513,7 +530,8 @@ def test_writes_are_permitted_validated_and_go_through_the_command_queue(
                     await asyncio.sleep(0.05)
                     if daemon.hub.latest.mode.value == "standby":
                         break
-                assert daemon.hub.latest.mode.value == "standby"
+                latest = daemon.hub.latest
+                assert latest.mode.value == "standby", [lv.key for lv in latest.faults.active()]
                 state_reg = await client.read_input_registers(2, count=1, device_id=UNIT)
                 assert state_reg.registers == [1]
                 illegal = await client.write_register(1, 3, device_id=UNIT)
