@@ -261,7 +261,15 @@ class ImageSource(Protocol):
     length: int
     writes: dict[int, WriteKind]
 
-    def encode(self, view: MapView) -> list[int]: ...
+    def begin(self, view: MapView) -> LazyImage: ...
+
+
+class LazyImage(Protocol):
+    """Words of one state, encoded by region on first read."""
+
+    words: list[int]
+
+    def ensure(self, first: int, count: int) -> None: ...
 
 
 class ModbusServer:
@@ -297,7 +305,7 @@ class ModbusServer:
         self._holding_np = np.zeros(self._holding_addresses[-1] + 1, dtype=np.int64)
         self._input: list[int] = self._input_np.tolist()
         self._holding: list[int] = self._holding_np.tolist()
-        self._sunspec_words: list[int] = []
+        self._sunspec_image: LazyImage | None = None
         self._encoded: PackState | None = None
         self._writes: dict[int, WriteKind] = {
             r.address: _NATIVE_WRITES[r.name] for r in REGISTERS if r.writable
@@ -400,7 +408,7 @@ class ModbusServer:
         self._input = self._input_np.tolist()
         self._holding = self._holding_np.tolist()
         if self._sunspec is not None:
-            self._sunspec_words = self._sunspec.encode(view)
+            self._sunspec_image = self._sunspec.begin(view)
         self._encoded = state
         self.stats.encodings += 1
 
@@ -422,9 +430,15 @@ class ModbusServer:
         offset = address - start_address
         if function_code == 4:
             registers[offset : offset + count] = self._input[address : address + count]
-        elif self._sunspec is not None and address >= self._sunspec.start:
+        elif (
+            self._sunspec_image is not None
+            and self._sunspec is not None
+            and (address >= self._sunspec.start)
+        ):
             first = address - self._sunspec.start
-            registers[offset : offset + count] = self._sunspec_words[first : first + count]
+            self._sunspec_image.ensure(first, count)
+            words = self._sunspec_image.words
+            registers[offset : offset + count] = words[first : first + count]
         else:
             registers[offset : offset + count] = self._holding[address : address + count]
         return None

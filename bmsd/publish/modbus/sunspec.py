@@ -15,12 +15,13 @@ Scale factors are fixed per pack (chosen at start so the largest value fits its 
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -224,31 +225,83 @@ class SunSpecMap:
         self._by_model: dict[tuple[int, int], list[Slot]] = {}
         for slot in self.slots:
             self._by_model.setdefault((slot.model, slot.instance), []).append(slot)
+        self._build_plans()
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def encode(self, view: MapView) -> list[int]:
-        words = np.zeros(self.length, dtype=np.int64)
-        words[0:2] = MARKER
-        values = _Values(view, self)
+    def _build_plans(self) -> None:
+        """The static words (marker, ID, L, strings, scale factors, pads, unimplemented
+        markers, end) once, and per model instance the points whose values change."""
+        template = [0] * self.length
+        template[0:2] = MARKER
+        static = _Values.static(self)
+        self._plans: list[tuple[int, int, list[_Plan]]] = []
         for model_id, instance, _start, length in self.models:
-            fixed, groups = values.of(model_id, instance)
-            fixed = {**fixed, "ID": model_id, "L": length}
-            for slot in self._by_model[(model_id, instance)]:
-                if slot.group is None:
-                    raw = self._raw(slot.point, fixed.get(slot.point.name), fixed)
-                else:
-                    series = groups.get(slot.point.name)
-                    value = None if series is None else series[slot.group]
-                    raw = self._raw(slot.point, value, fixed)
+            fixed_static = {**static.get(model_id, {}), "ID": model_id, "L": length}
+            plan: list[_Plan] = []
+            seen_groups: set[str] = set()
+            slots = self._by_model[(model_id, instance)]
+            for slot in slots:
+                point = slot.point
                 offset = slot.address - self.start
-                words[offset : offset + len(raw)] = raw
+                if slot.group is None and (
+                    point.type in ("sunssf", "pad", "string") or point.name in fixed_static
+                ):
+                    value = fixed_static.get(point.name)
+                    template[offset : offset + point.size] = self._raw(point, value)
+                    continue
+                template[offset : offset + point.size] = self._raw(point, None)
+                divisor = 10.0 ** self.sf[point.sf] if point.sf else 1.0
+                if slot.group is None:
+                    plan.append(_Plan(offset, point.name, point.type, point.size, divisor, 0, 1))
+                elif point.name not in seen_groups:
+                    seen_groups.add(point.name)
+                    group = self.defs[model_id].group
+                    assert group is not None
+                    count = sum(1 for other in slots if other.point is point)
+                    plan.append(
+                        _Plan(
+                            offset, point.name, point.type, point.size, divisor, group.length, count
+                        )
+                    )
+            self._plans.append((model_id, instance, plan))
         end = self.end_address - self.start
-        words[end : end + 2] = (END_MODEL, 0)
-        result: list[int] = words.tolist()
-        return result
+        template[end : end + 2] = [END_MODEL, 0]
+        self._template = template
 
-    def _raw(self, point: PointDef, value: Value, fixed: Mapping[str, Value]) -> list[int]:
+    def begin(self, view: MapView) -> SunSpecImage:
+        """An image of one state whose models are encoded when first read."""
+        return SunSpecImage(self, view)
+
+    def encode(self, view: MapView) -> list[int]:
+        """Every model of one state, encoded now."""
+        image = self.begin(view)
+        image.ensure(0, self.length)
+        return image.words
+
+    def encode_model(self, index: int, values: _Values, words: list[int]) -> None:
+        model_id, instance, plan = self._plans[index]
+        fixed, groups = values.of(model_id, instance)
+        for item in plan:
+            if item.stride == 0:
+                value = fixed.get(item.name)
+                if value is not None:
+                    words[item.offset : item.offset + item.size] = _words(
+                        item.kind, item.size, item.divisor, value
+                    )
+                continue
+            series = groups.get(item.name)
+            if series is None:
+                continue
+            raw = _words_array(item.kind, item.divisor, series)
+            stop = item.offset + item.stride * item.count
+            if item.size == 1:
+                words[item.offset : stop : item.stride] = raw
+            else:  # 32-bit: high words, then low words
+                words[item.offset : stop : item.stride] = [r >> 16 & 0xFFFF for r in raw]
+                words[item.offset + 1 : stop : item.stride] = [r & 0xFFFF for r in raw]
+
+    def _raw(self, point: PointDef, value: Value) -> list[int]:
         kind = point.type
         if kind == "sunssf":
             sf = self.sf.get(point.name)
@@ -259,16 +312,118 @@ class SunSpecMap:
             text = "" if value is None else str(value)
             data = text.encode("ascii", "replace")[: 2 * point.size].ljust(2 * point.size, b"\0")
             return [data[i] << 8 | data[i + 1] for i in range(0, len(data), 2)]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None:
             raw = UNIMPLEMENTED[kind]
+            return [raw >> 16 & 0xFFFF, raw & 0xFFFF] if point.size == 2 else [raw]
+        divisor = 10.0 ** self.sf[point.sf] if point.sf else 1.0
+        return _words(kind, point.size, divisor, value)
+
+
+class _ModuleCache(NamedTuple):
+    cells: list[tuple[Value, ...]]
+    temps: list[tuple[Value, ...]]
+    info: list[tuple[Value, Value]]  # module SOC %, module voltage
+    words: list[tuple[_Raw, _Raw, _Raw | None]]  # CellV, CellTmp, CellSt of every cell
+
+
+class _Raw(list[int]):
+    """Words already encoded (a group point's values for every instance)."""
+
+
+def _row_stats(values: NDArray[np.float64], valid: NDArray[np.bool_]) -> list[tuple[Value, ...]]:
+    """:func:`_stats` of every row at once."""
+    if values.shape[1] == 0:
+        return [(None,) * 5] * values.shape[0]
+    ok = valid & np.isfinite(values)
+    high = np.argmax(np.where(ok, values, -np.inf), axis=1)
+    low = np.argmin(np.where(ok, values, np.inf), axis=1)
+    rows = np.arange(values.shape[0])
+    counts = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(ok, values, 0.0).sum(axis=1) / counts
+    result: list[tuple[Value, ...]] = []
+    for row, (h, lo, n, mean) in enumerate(
+        zip(high.tolist(), low.tolist(), counts.tolist(), means.tolist(), strict=True)
+    ):
+        if n == 0:
+            result.append((None,) * 5)
         else:
-            number = float(value)
-            if point.sf:
-                number /= 10.0 ** self.sf[point.sf]
-            raw = _clamp(kind, round(number))
-        if point.size == 2:
-            return [raw >> 16 & 0xFFFF, raw & 0xFFFF]
-        return [raw & 0xFFFF]
+            result.append(
+                (float(values[rows[row], h]), h + 1, float(values[rows[row], lo]), lo + 1, mean)
+            )
+    return result
+
+
+class SunSpecImage:
+    """The SunSpec words of one state. A model is encoded when a read first touches it, so
+    no single request pays for the whole map (the control loop shares this thread)."""
+
+    def __init__(self, layout: SunSpecMap, view: MapView) -> None:
+        self._layout = layout
+        self._values = _Values(view, layout)
+        self.words = layout._template[:]
+        self._pending = set(range(len(layout.models)))
+        self._starts = [start - layout.start for _, _, start, _ in layout.models]
+
+    def ensure(self, first: int, count: int) -> None:
+        """Encode every model overlapping words [first, first + count)."""
+        if not self._pending:
+            return
+        index = max(0, bisect.bisect_right(self._starts, first) - 1)
+        last = first + count
+        while index < len(self._starts) and self._starts[index] < last:
+            if index in self._pending:
+                self._pending.discard(index)
+                self._layout.encode_model(index, self._values, self.words)
+            index += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A point whose value changes: fixed (stride 0) or one point of every group instance."""
+
+    offset: int
+    name: str
+    kind: str
+    size: int
+    divisor: float
+    stride: int
+    count: int
+
+
+def _words(kind: str, size: int, divisor: float, value: Value) -> list[int]:
+    if isinstance(value, float) and math.isnan(value):
+        raw = UNIMPLEMENTED[kind]
+    else:
+        raw = _clamp(kind, round(float(value) / divisor))  # type: ignore[arg-type]
+    return [raw >> 16 & 0xFFFF, raw & 0xFFFF] if size == 2 else [raw & 0xFFFF]
+
+
+def _words_array(kind: str, divisor: float, series: Sequence[Value] | NDArray[Any]) -> list[int]:
+    """Raw values of one point over every group instance (vectorised for arrays)."""
+    if isinstance(series, _Raw):
+        return series
+    if isinstance(series, np.ndarray):
+        values = series.astype(np.float64)
+        bits = 32 if kind.endswith("32") else 16
+        if kind.startswith("int"):
+            high = (1 << (bits - 1)) - 1
+            low = -high
+        else:
+            high, low = (1 << bits) - 2, 0
+        with np.errstate(invalid="ignore"):
+            raw = np.clip(np.rint(values / divisor), low, high)
+        marker = UNIMPLEMENTED[kind]
+        encoded = np.where(np.isfinite(values), raw, 0).astype(np.int64) & ((1 << bits) - 1)
+        result: list[int] = np.where(np.isfinite(values), encoded, marker).tolist()
+        return result
+    out = []
+    for value in series:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            out.append(UNIMPLEMENTED[kind])
+        else:
+            out.append(_clamp(kind, round(float(value) / divisor)))
+    return out
 
 
 def _clamp(kind: str, number: int) -> int:
@@ -359,12 +514,92 @@ class _Values:
         flags = view.flags
         self.evt1 = evt1_bits(flags.alarm, flags.warning)
         self.closed = self.state.mode is BmsMode.CLOSED
+        self._module_cache: _ModuleCache | None = None
+
+    def module_stats(self) -> _ModuleCache:
+        """Per module, once per state: (cell-voltage stats, sensor stats, module SOC and
+        voltage), and the words of every cell's CellV, CellTmp and CellSt (vectorised)."""
+        if self._module_cache is None:
+            topo, snap = self.topology, self.state.snapshot
+            modules, per = topo.module_count, topo.cells_per_module
+            voltages = snap.cell_voltage_v.reshape(modules, per)
+            valid = snap.cell_voltage_valid.reshape(modules, per)
+            cell_stats = _row_stats(voltages, valid)
+            temp_stats = _row_stats(
+                snap.temp_c.reshape(modules, topo.temps_per_module),
+                snap.temp_valid.reshape(modules, topo.temps_per_module),
+            )
+            sums = np.where(valid.all(axis=1), voltages.sum(axis=1), np.nan).tolist()
+            estimates = self.state.estimates
+            socs: list[Value] = (
+                [None] * modules
+                if estimates is None
+                else (estimates.soc.reshape(modules, per).mean(axis=1) * 100.0).tolist()
+            )
+            sf = self.layout.sf
+            cell_v = _words_array(
+                "uint16",
+                10.0 ** sf["CellV_SF"],
+                np.where(snap.cell_voltage_valid, snap.cell_voltage_v, np.nan),
+            )
+            cell_t = _words_array("int16", 10.0 ** sf["Tmp_SF"], snap.cell_temp_c)
+            balancing = self.state.balancing
+            cell_st = (
+                None
+                if balancing is None
+                else _words_array("bitfield32", 1.0, balancing.bleeding.astype(np.float64))
+            )
+            cells = [
+                (
+                    _Raw(cell_v[m * per : (m + 1) * per]),
+                    _Raw(cell_t[m * per : (m + 1) * per]),
+                    None if cell_st is None else _Raw(cell_st[m * per : (m + 1) * per]),
+                )
+                for m in range(modules)
+            ]
+            self._module_cache = _ModuleCache(
+                cell_stats,
+                temp_stats,
+                [(soc, None if math.isnan(v) else v) for soc, v in zip(socs, sums, strict=True)],
+                cells,
+            )
+        return self._module_cache
+
+    @staticmethod
+    def static(layout: SunSpecMap) -> dict[int, dict[str, Value]]:
+        """Values that never change for a pack: written into the template once."""
+        facts = layout.facts
+        topo = layout.topology
+        return {
+            1: {
+                "Mn": facts.manufacturer,
+                "Md": facts.model,
+                "Opt": "",
+                "Vr": facts.version,
+                "SN": facts.serial_number,
+                "DA": facts.unit_id,
+            },
+            802: {
+                "AHRtg": layout.nominal_capacity_ah,
+                "WHRtg": layout.nominal_capacity_ah * facts.nominal_voltage_v,
+                "WChaRteMax": facts.max_charge_current_a * facts.nominal_voltage_v,
+                "WDisChaRteMax": facts.max_discharge_current_a * facts.nominal_voltage_v,
+                "LocRemCtl": 0,  # REMOTE
+                "Typ": 4,  # lithium-ion
+                "AlmRst": 0,
+                "ReqInvState": 0,
+                "Evt2": 0,
+            },
+            803: {"NStr": topo.strings},
+            804: {"NMod": topo.modules_per_string},
+            805: {"NCell": topo.cells_per_module},
+        }
 
     def of(
         self, model_id: int, instance: int
     ) -> tuple[dict[str, Value], Mapping[str, Sequence[Value] | NDArray[Any]]]:
         if model_id == 1:
-            return self._common(), {}
+            return {}, {}
         if model_id == 802:
             return self._battery(), {}
         if model_id == 803:
@@ -380,17 +615,6 @@ class _Values:
         if cells is None:
             return estimates.pack_soc * 100.0
         return float(np.mean(estimates.soc[cells])) * 100.0
-
-    def _common(self) -> dict[str, Value]:
-        facts = self.layout.facts
-        return {
-            "Mn": facts.manufacturer,
-            "Md": facts.model,
-            "Opt": "",
-            "Vr": facts.version,
-            "SN": facts.serial_number,
-            "DA": facts.unit_id,
-        }
 
     def _battery(self) -> dict[str, Value]:
         state, snap, limits = self.state, self.state.snapshot, self.state.limits
@@ -476,13 +700,6 @@ class _Values:
     def _string_current(self) -> float | None:
         # Only the pack current is measured: a string's current is known for a single string.
         return self.state.snapshot.pack_current_a if self.topology.strings == 1 else None
-
-    def _by_module(
-        self, values: NDArray[np.float64], valid: NDArray[np.bool_], per: int, modules: range
-    ) -> list[tuple[Value, ...]]:
-        return [
-            _stats(values[m * per : (m + 1) * per], valid[m * per : (m + 1) * per]) for m in modules
-        ]
 
     def _bank(self) -> tuple[dict[str, Value], Mapping[str, Sequence[Value]]]:
         topo, snap = self.topology, self.state.snapshot
@@ -598,11 +815,12 @@ class _Values:
             "Evt2": 0,
         }
         modules = range(string * topo.modules_per_string, (string + 1) * topo.modules_per_string)
-        cell_stats = self._by_module(snap.cell_voltage_v, snap.cell_voltage_valid, per, modules)
-        temp_stats = self._by_module(snap.temp_c, snap.temp_valid, topo.temps_per_module, modules)
+        all_cells, all_temps, module_info, _ = self.module_stats()
+        cell_stats = [all_cells[m] for m in modules]
+        temp_stats = [all_temps[m] for m in modules]
         groups: dict[str, list[Value]] = {
             "ModNCell": [per] * len(modules),
-            "ModSoC": [self._soc_pct(slice(m * per, (m + 1) * per)) for m in modules],
+            "ModSoC": [module_info[m][0] for m in modules],
         }
         for prefix, stats in (("ModCellV", cell_stats), ("ModCellTmp", temp_stats)):
             groups[f"{prefix}Max"] = [s[0] for s in stats]
@@ -613,23 +831,20 @@ class _Values:
         return fixed, groups
 
     def _module(self, module: int) -> tuple[dict[str, Value], Mapping[str, Sequence[Value]]]:
-        topo, snap = self.topology, self.state.snapshot
+        topo = self.topology
         per = topo.cells_per_module
         cells = slice(module * per, (module + 1) * per)
-        temps = slice(module * topo.temps_per_module, (module + 1) * topo.temps_per_module)
-        soc = self._soc_pct(cells)
-        voltages, valid = snap.cell_voltage_v[cells], snap.cell_voltage_valid[cells]
-        v_stats = _stats(voltages, valid)
-        t_stats = _stats(snap.temp_c[temps], snap.temp_valid[temps])
+        all_cells, all_temps, module_info, raw_cells = self.module_stats()
+        v_stats, t_stats = all_cells[module], all_temps[module]
+        soc, voltage = module_info[module]
         estimates = self.state.estimates
         fixed: dict[str, Value] = {
             "StrIdx": topo.module_string(module) + 1,
             "ModIdx": module % topo.modules_per_string + 1,
-            "NCell": per,
             "SoC": soc,
-            "DoD": None if soc is None else 100.0 - soc,
+            "DoD": None if soc is None else 100.0 - float(soc),
             "NCyc": None if estimates is None else int(estimates.equivalent_full_cycles),
-            "V": float(voltages.sum()) if bool(valid.all()) else None,
+            "V": voltage,
             "CellVMax": v_stats[0],
             "CellVMaxCell": v_stats[1],
             "CellVMin": v_stats[2],
@@ -642,15 +857,10 @@ class _Values:
             "CellTmpAvg": t_stats[4],
             "NCellBal": self._bleeding(cells),
         }
-        cell_temps = snap.cell_temp_c[cells]
-        balancing = self.state.balancing
-        groups: dict[str, list[Value]] = {
-            "CellV": [float(v) if ok else None for v, ok in zip(voltages, valid, strict=True)],
-            "CellTmp": [None if math.isnan(t) else float(t) for t in cell_temps],
-            "CellSt": [None] * per
-            if balancing is None
-            else [int(b) for b in balancing.bleeding[cells]],
-        }
+        cell_v, cell_t, cell_st = raw_cells[module]
+        groups: dict[str, Sequence[Value]] = {"CellV": cell_v, "CellTmp": cell_t}
+        if cell_st is not None:
+            groups["CellSt"] = cell_st
         return fixed, groups
 
 
