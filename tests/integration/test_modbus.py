@@ -11,6 +11,7 @@ a malformed MBAP frame on one connection while another is served.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import struct
 import subprocess
@@ -51,6 +52,9 @@ def _overrides(tmp_path: Path, *extra: str) -> tuple[str, ...]:
         "control.summary_log_interval_s=0",
         "modbus.enabled=true",
         "modbus.port=0",
+        # These tests are about Modbus; on a loaded test machine the event loop can stall for
+        # half a second, which would open the contactors under them.
+        "protection.faults.control_loop_overrun.enabled=false",
         *extra,
     )
 
@@ -546,9 +550,21 @@ def test_writes_are_permitted_validated_and_go_through_the_command_queue(
                 assert not closed.isError(), closed
                 beat = await client.write_register(3, 42, device_id=UNIT)
                 assert not beat.isError()
+                # The same requests through SunSpec 802: SetOp (2 DISCONNECT) and CtrlHb.
+                layout = daemon.modbus._sunspec if daemon.modbus is not None else None
+                assert layout is not None
+                set_op = next(a for a, k in layout.writes.items() if k.value == "connect")
+                ctrl_hb = next(a for a, k in layout.writes.items() if k.value == "heartbeat")
+                assert not (await client.write_register(set_op, 2, device_id=UNIT)).isError()
+                bad = await client.write_register(set_op, 7, device_id=UNIT)
+                assert bad.isError() and bad.exception_code == 3
+                assert not (await client.write_register(ctrl_hb, 43, device_id=UNIT)).isError()
+                assert daemon.modbus.heartbeat.value == 43
+                read_only_sunspec = await client.write_register(40000, 1, device_id=UNIT)
+                assert read_only_sunspec.isError() and read_only_sunspec.exception_code == 2
                 assert (
                     await client.read_holding_registers(3, count=1, device_id=UNIT)
-                ).registers == [42]
+                ).registers == [43]  # the last heartbeat, written as SunSpec CtrlHb
             finally:
                 client.close()
 
@@ -556,6 +572,7 @@ def test_writes_are_permitted_validated_and_go_through_the_command_queue(
     messages = [r.getMessage() for r in caplog.records]
     assert any("request open from modbus 127.0.0.1:" in m and "accepted" in m for m in messages)
     assert any("request close from modbus 127.0.0.1:" in m for m in messages)
+    assert sum("request open from modbus 127.0.0.1:" in m for m in messages) == 2
     assert any("refused" in m and "contactor request takes 1" in m for m in messages)
 
 
@@ -610,13 +627,70 @@ def test_lost_ems_heartbeat_faults_when_configured(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_no_deprecation_warnings_from_pymodbus(tmp_path: Path, recwarn: Any) -> None:
+def test_no_deprecation_warnings_from_pymodbus(
+    tmp_path: Path, recwarn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pymodbus announces its deprecated datastore API in its log, not as warnings."""
+    caplog.set_level("DEBUG", logger="pymodbus")
+
     async def scenario() -> None:
         async with running_daemon(tmp_path) as (daemon, _states):
             client = AsyncModbusTcpClient("127.0.0.1", port=_port(daemon))
             await client.connect()
             assert not (await client.read_input_registers(0, count=5, device_id=UNIT)).isError()
+            assert not (
+                await client.read_holding_registers(40000, count=4, device_id=UNIT)
+            ).isError()
             client.close()
 
     asyncio.run(scenario())
     assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning)]
+    pymodbus_log = [r for r in caplog.records if r.name.startswith("pymodbus")]
+    assert pymodbus_log, "pymodbus's log was not captured"
+    assert not [r for r in pymodbus_log if "deprecat" in r.getMessage().lower()]
+
+
+def test_a_busy_port_is_retried_while_the_daemon_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Port taken (another daemon, a lingering socket): logged, retried, then served."""
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+
+    async def scenario() -> None:
+        async with running_daemon(tmp_path) as (daemon, _states):
+            state = daemon.hub.latest
+            assert state is not None
+
+        async def never(command: Command) -> Reply:
+            raise AssertionError("no command expected")
+
+        config = dataclasses.replace(daemon.config.modbus, port=port, max_state_age_s=3600.0)
+        server = ModbusServer(
+            config, lambda: state, never, PackInfo(daemon.topology, 280.0, {}), retry_s=0.2
+        )
+        await server.start()
+        try:
+            assert not server.serving
+            await asyncio.sleep(0.5)
+            assert not server.serving
+            blocker.close()
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                if server.serving:
+                    break
+            client = AsyncModbusTcpClient("127.0.0.1", port=port)
+            await client.connect()
+            assert not (await client.read_input_registers(0, count=2, device_id=UNIT)).isError()
+            client.close()
+        finally:
+            await server.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        blocker.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert sum(f"cannot listen on 127.0.0.1:{port}" in m for m in errors) == 1

@@ -284,6 +284,7 @@ class ModbusServer:
         *,
         sunspec: ImageSource | None = None,
         clock: Callable[[], float] = time.monotonic,
+        retry_s: float = 5.0,
     ) -> None:
         problem = check_fits(info.topology)
         if problem:
@@ -313,7 +314,8 @@ class ModbusServer:
         if sunspec is not None:
             self._writes.update(sunspec.writes)
         self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._retry_s = retry_s
+        self._retry_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -339,14 +341,27 @@ class ModbusServer:
         )
 
     async def start(self) -> None:
-        """Listen (raises BmsdError when the address cannot be bound)."""
+        """Listen. When the address cannot be bound (in use, or not up yet at boot), log it and
+        keep trying in the background: the pack's protection does not depend on Modbus, and an
+        inverter without answers stops by its own timeout."""
+        if not await self._listen(first=True):
+            self._retry_task = asyncio.create_task(self._keep_trying(), name="modbus listen")
+
+    async def _listen(self, *, first: bool) -> bool:
         server = _Server(self, self.device(), (self.config.host, self.config.port))
         try:
             await server.serve_forever(background=True)
         except (OSError, RuntimeError) as exc:
-            raise BmsdError(
-                f"cannot listen for Modbus on {self.config.host}:{self.config.port}: {exc}"
-            ) from exc
+            server.close()
+            if first:
+                log.error(
+                    "modbus: cannot listen on %s:%d (%s); trying again every %g s",
+                    self.config.host,
+                    self.config.port,
+                    exc,
+                    self._retry_s,
+                )
+            return False
         self._server = server
         log.info(
             "modbus: serving unit %d on %s:%d (writes %s)",
@@ -357,6 +372,17 @@ class ModbusServer:
             if self.config.writes.enabled
             else "off",
         )
+        return True
+
+    async def _keep_trying(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_s)
+            if await self._listen(first=False):
+                return
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
 
     @property
     def port(self) -> int:
@@ -373,6 +399,9 @@ class ModbusServer:
         return 0 if self._server is None else len(self._server.active_connections)
 
     async def close(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            self._retry_task = None
         if self._server is not None:
             await self._server.shutdown()  # type: ignore[no-untyped-call]
             self._server = None
