@@ -627,6 +627,40 @@ def test_lost_ems_heartbeat_faults_when_configured(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_lost_ems_heartbeat_derates_when_configured(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_daemon(
+            tmp_path,
+            "modbus.writes.enabled=true",
+            "modbus.writes.allowed_clients=['127.0.0.1']",
+            "modbus.ems_heartbeat.enabled=true",
+            "modbus.ems_heartbeat.timeout_s=0.5",
+        ) as (daemon, _states):
+            client = AsyncModbusTcpClient("127.0.0.1", port=_port(daemon))
+            await client.connect()
+            assert not (await client.write_register(3, 1, device_id=UNIT)).isError()
+            await asyncio.sleep(1.2)  # the EMS falls silent
+            flags = _flags(daemon)
+            assert flags["ems_heartbeat_lost.warning"] == 1
+            assert flags["ems_heartbeat_lost.fatal"] == 0
+            latest = daemon.hub.latest
+            assert latest is not None and latest.mode.value == "closed"
+            for kind in ("ccl", "dcl"):  # both directions derated by the warning
+                reasons = [c.reason for c in latest.limits.contributors(kind)]
+                assert any("ems_heartbeat_lost.warning" in r for r in reasons), reasons
+            warnings = await client.read_input_registers(7, count=1, device_id=UNIT)
+            assert warnings.registers[0] & 1 << 12
+            assert not (await client.write_register(3, 2, device_id=UNIT)).isError()  # back
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                if _flags(daemon)["ems_heartbeat_lost.warning"] == 0:
+                    break
+            assert _flags(daemon)["ems_heartbeat_lost.warning"] == 0
+            client.close()
+
+    asyncio.run(scenario())
+
+
 def test_no_deprecation_warnings_from_pymodbus(
     tmp_path: Path, recwarn: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -228,6 +228,8 @@ needs root or `CAP_NET_BIND_SERVICE`).
   never waits for the control loop.
 - At most `modbus.max_connections` clients at once (a further connection is closed at once);
   a connection idle for `modbus.idle_timeout_s` is closed.
+- When the port cannot be bound (in use, or the address not up yet at boot), bmsd logs an
+  error and tries again every 5 s; the pack's protection runs on regardless.
 
 ## Exceptions
 
