@@ -1,8 +1,10 @@
 """The Modbus TCP server: serves the native map and the SunSpec models from the newest state.
 
 Built on pymodbus 3.16's current datastore API: one ``SimDevice`` whose async ``action`` hook
-runs on every access. Reads never touch the control loop: the hook takes the newest PackState
-from the StateHub, encodes it into register images once per new state (on the first read
+runs on every access. The server runs in its own thread with its own event loop, so requests
+never queue in front of the control tick (they still share the interpreter lock). Reads never
+touch the control loop: the hook takes the newest PackState from the StateHub (a reference read,
+safe across threads), encodes it into register images once per new state (on the first read
 after it), and copies the requested window from the image. A state older than
 ``max_state_age_s`` (a stalled control loop) is answered with SLAVE DEVICE FAILURE, never with
 stale numbers. Writes are checked (enabled, client address, value) and go through the control
@@ -20,13 +22,15 @@ errors for the metrics.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import importlib.metadata
 import logging
 import struct
+import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -90,7 +94,7 @@ _CLIENT: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar
     "modbus_client", default=None
 )
 
-Submit = Callable[[Command], Awaitable[Reply]]
+Submit = Callable[[Command], Coroutine[Any, Any, Reply]]
 
 
 @dataclass(slots=True)
@@ -316,6 +320,9 @@ class ModbusServer:
         self._server: _Server | None = None
         self._retry_s = retry_s
         self._retry_task: asyncio.Task[None] | None = None
+        self._daemon_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -341,9 +348,38 @@ class ModbusServer:
         )
 
     async def start(self) -> None:
-        """Listen. When the address cannot be bound (in use, or not up yet at boot), log it and
-        keep trying in the background: the pack's protection does not depend on Modbus, and an
-        inverter without answers stops by its own timeout."""
+        """Start the server thread and listen.
+
+        The server has its own thread and event loop, so a burst of requests queues there,
+        not in front of the control tick. When the address cannot be bound (in use, or not up
+        yet at boot), it is logged and tried again in the background: the pack's protection
+        does not depend on Modbus, and an inverter without answers stops by its own timeout.
+        """
+        self._daemon_loop = asyncio.get_running_loop()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(ready,), name="modbus", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._start_here())
+        except BaseException as exc:  # reported to start(); the thread ends
+            ready.set_exception(exc)
+            loop.close()
+            return
+        ready.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._close_here())
+            loop.close()
+
+    async def _start_here(self) -> None:
         if not await self._listen(first=True):
             self._retry_task = asyncio.create_task(self._keep_trying(), name="modbus listen")
 
@@ -399,12 +435,34 @@ class ModbusServer:
         return 0 if self._server is None else len(self._server.active_connections)
 
     async def close(self) -> None:
+        """Stop serving and end the server thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join, 10.0)
+        self._loop = self._thread = None
+
+    async def _close_here(self) -> None:
         if self._retry_task is not None:
             self._retry_task.cancel()
             self._retry_task = None
         if self._server is not None:
             await self._server.shutdown()  # type: ignore[no-untyped-call]
             self._server = None
+
+    async def _on_daemon_loop(self, command: Command) -> Reply:
+        """Submit a command to the control loop, which runs on the daemon's event loop."""
+        daemon_loop = self._daemon_loop
+        assert daemon_loop is not None
+        future: concurrent.futures.Future[Reply] = asyncio.run_coroutine_threadsafe(
+            self._submit(command), daemon_loop
+        )
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     # -- supervision --------------------------------------------------------------------------
 
@@ -524,7 +582,7 @@ class ModbusServer:
             log.info("modbus: write %s=%d from %s: %s", kind.value, value, client, request.value)
             try:
                 reply = await asyncio.wait_for(
-                    self._submit(Command(request, origin=f"modbus {client}")),
+                    self._on_daemon_loop(Command(request, origin=f"modbus {client}")),
                     writes.command_timeout_s,
                 )
             except TimeoutError:
