@@ -9,7 +9,8 @@ contiguous) and waiting for each answer, as a Modbus master does.
 
 1. Throughput: N = 1, 16, 64 clients reading as fast as they can for ``--seconds``, first
    against bmsd, then against a bare pymodbus server (the same pymodbus, a ``SimDevice`` with
-   a static datastore of the same addresses and no action hook). Requests/s, p50 and p99
+   a static datastore of the same addresses and no action hook, in its own thread and event
+   loop as bmsd's server is, beside the running daemon). Requests/s, p50 and p99
    latency of each, and the ratio bmsd / bare.
 2. Paced: 64 clients at ``--rate`` requests/s in total against bmsd, with the control tick's
    lateness (PackState.timing: started minus scheduled) p50/p99/max and the ticks missed.
@@ -32,6 +33,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -206,19 +208,52 @@ class TickWatch:
         }
 
 
-async def bare_server(length: int) -> ModbusTcpServer:
-    device = SimDevice(
-        id=UNIT,
-        simdata=(
-            [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
-            [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
-            [SimData(SUNSPEC_BASE, values=list(range(length)), datatype=DataType.REGISTERS)],
-            [SimData(0, values=[0], datatype=DataType.REGISTERS)],
-        ),
-    )
-    server = ModbusTcpServer(device, address=("127.0.0.1", 0))
-    await server.serve_forever(background=True)
-    return server
+class BareServer:
+    """pymodbus with a static datastore, in its own thread and event loop like bmsd's server."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="bare-modbus", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        server = loop.run_until_complete(self._serve())
+        self.port = _port_of(server)
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(server.shutdown())
+        loop.close()
+
+    async def _serve(self) -> ModbusTcpServer:
+        device = SimDevice(
+            id=UNIT,
+            simdata=(
+                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
+                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
+                [
+                    SimData(
+                        SUNSPEC_BASE, values=list(range(self.length)), datatype=DataType.REGISTERS
+                    )
+                ],
+                [SimData(0, values=[0], datatype=DataType.REGISTERS)],
+            ),
+        )
+        server = ModbusTcpServer(device, address=("127.0.0.1", 0))
+        await server.serve_forever(background=True)
+        return server
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 def _port_of(server: ModbusTcpServer) -> int:
@@ -272,7 +307,8 @@ async def bench(seconds: float, rate: float, client_counts: Sequence[int]) -> No
             f"{idle['p50_ms']:.2f} ms, p99 {idle['p99_ms']:.2f} ms, max {idle['max_ms']:.2f} ms, "
             f"{idle['missed']} ticks missed"
         )
-        bare = await bare_server(sunspec.length)
+        bare = BareServer(sunspec.length)
+        bare.start()
         rows = []
         for clients in client_counts:
             missed = watch.start()
@@ -280,9 +316,9 @@ async def bench(seconds: float, rate: float, client_counts: Sequence[int]) -> No
             ours = await run_clients(server.port, clients, seconds, 0.0, addresses)
             ticks = watch.stop(missed)
             ours["encodings"] = server.stats.encodings - encodings
-            theirs = await run_clients(_port_of(bare), clients, seconds, 0.0, addresses)
+            theirs = await run_clients(bare.port, clients, seconds, 0.0, addresses)
             rows.append((clients, ours, theirs, ticks))
-        await bare.shutdown()
+        bare.stop()
 
         print()
         print("1. throughput, clients reading as fast as they can")

@@ -225,7 +225,8 @@ needs root or `CAP_NET_BIND_SERVICE`).
 - Function codes: 03 read holding registers, 04 read input registers, 06 write single
   register, 16 write multiple registers. Any other is answered with exception 01.
 - Values come from the newest state of the control loop, encoded once per tick; serving a read
-  never waits for the control loop.
+  never waits for the control loop. The server has its own thread and event loop, so a burst
+  of requests does not queue in front of the control tick.
 - At most `modbus.max_connections` clients at once (a further connection is closed at once);
   a connection idle for `modbus.idle_timeout_s` is closed.
 - When the port cannot be bound (in use, or the address not up yet at boot), bmsd logs an
