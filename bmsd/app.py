@@ -38,6 +38,8 @@ from bmsd.model.topology import Topology
 from bmsd.protection.journal import FaultJournal
 from bmsd.protection.persistence import LatchedFaultStore
 from bmsd.publish.metrics import MetricsExporter, Sources
+from bmsd.publish.modbus.metrics import ModbusCollector
+from bmsd.publish.modbus.server import build_server as build_modbus_server
 from bmsd.sim.runner import build_simulated_pack, run_simulator
 from bmsd.system.logs import LogSetup
 from bmsd.system.notify import ServiceNotifier
@@ -113,6 +115,16 @@ class Daemon:
         )
         self._command_counter = 0
         self.metrics = self._build_metrics() if config.metrics.enabled else None
+        self.modbus = build_modbus_server(
+            config,
+            self.topology,
+            pack_capacity_ah,
+            lambda: self.hub.latest,
+            self.loop.submit,
+            self.controller.external,
+        )
+        if self.metrics is not None and self.modbus is not None:
+            self.metrics.add_collector(ModbusCollector(self.modbus))
         self.stop_event: asyncio.Event | None = None
 
     def _build_metrics(self) -> MetricsExporter:
@@ -128,7 +140,7 @@ class Daemon:
         ]
         exporter = MetricsExporter(self.config.metrics, sources, fault_keys=fault_keys)
         self.loop.on_tick.append(exporter.on_tick)
-        # Publishers add their collectors here: exporter.add_collector(...)
+        # Publishers add their own collectors once they are built (see __init__).
         return exporter
 
     def restore(self) -> None:
@@ -318,6 +330,8 @@ class Daemon:
             await self.control_server.start()
             if self.metrics is not None:
                 self.metrics.start()
+            if self.modbus is not None:
+                await self.modbus.start()
             # Everything built so far lives as long as the daemon: keep it out of the cyclic
             # garbage collector's scans, whose full passes would otherwise stall a tick.
             gc.collect()
@@ -347,6 +361,8 @@ class Daemon:
             sys.setswitchinterval(previous_switch_interval_s)
             if self.metrics is not None:
                 self.metrics.stop()
+            if self.modbus is not None:
+                await self.modbus.close()
             await self.control_server.close()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
                 loop.remove_signal_handler(signum)

@@ -18,6 +18,7 @@ from bmsd.estimation.settings import EstimationConfig
 from bmsd.model.faults import FaultLevel
 from bmsd.protection.limits import LimitsConfig
 from bmsd.protection.table import FaultSpec
+from bmsd.publish.modbus.config import ModbusConfig
 from bmsd.schema import (
     deep_merge,
     doc,
@@ -536,6 +537,7 @@ class Config:
     service: ServiceConfig = doc_factory("systemd service integration", ServiceConfig)
     sim: SimConfig = doc_factory("Simulated pack", SimConfig)
     metrics: MetricsConfig = doc_factory("Prometheus metrics exporter", MetricsConfig)
+    modbus: ModbusConfig = doc_factory("Modbus TCP server", ModbusConfig)
     # Not a key of the file: the directory relative paths are resolved against.
     base_dir: str = field(default="", metadata={"internal": True})
 

@@ -31,6 +31,7 @@ from bmsd.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "configuration.md"
+MODBUS_OUTPUT = ROOT / "docs" / "modbus.md"
 SIM_EXAMPLE = ROOT / "etc" / "sim.toml"
 
 INTERNAL_FIELDS = frozenset({"base_dir"})
@@ -401,12 +402,21 @@ def render_configuration_reference() -> str:
     return _intro() + "\n" + "\n".join(sections)
 
 
+def render_modbus_document() -> str:
+    """The whole of docs/modbus.md (register tables of bmsd/publish/modbus/)."""
+    from bmsd.publish.modbus.reference import render_modbus_reference, render_sunspec
+
+    return render_modbus_reference(render_sunspec())
+
+
 def main() -> None:
     """Write docs/configuration.md and refresh the generated regions of the other documents."""
     from bmsd.docs_tables import SAFETY_DOC, update_regions
 
     OUTPUT.write_text(render_configuration_reference(), encoding="utf-8")
     print(f"wrote {OUTPUT.relative_to(ROOT)}", file=sys.stderr)
+    MODBUS_OUTPUT.write_text(render_modbus_document(), encoding="utf-8")
+    print(f"wrote {MODBUS_OUTPUT.relative_to(ROOT)}", file=sys.stderr)
     for document in (SAFETY_DOC,):
         if update_regions(document):
             print(f"updated {document.relative_to(ROOT)}", file=sys.stderr)

@@ -351,6 +351,14 @@ QUANTITIES: tuple[Quantity, ...] = (
         "How late this control tick started against its schedule (control loop overrun)",
         lambda i: i.control_stall_s,
     ),
+    Quantity(
+        "ems_heartbeat_timeout",
+        "above",
+        "",
+        "EMS heartbeat (Modbus) late: 0 on time, 1 late with action derate, 2 late with "
+        "action fault; not judged until the EMS first writes or without supervision",
+        lambda i: i.external.get("ems_heartbeat_timeout"),
+    ),
 )
 
 QUANTITY_BY_NAME: dict[str, Quantity] = {q.name: q for q in QUANTITIES}

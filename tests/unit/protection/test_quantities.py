@@ -263,6 +263,9 @@ VALUES = [
     ("state_file_damaged", inputs(), 0.0),
     ("state_file_damaged", inputs(state_file_damaged=True), 1.0),
     ("control_stall_s", inputs(control_stall_s=0.3), 0.3),
+    ("ems_heartbeat_timeout", inputs(), None),  # not supervised: cannot judge
+    ("ems_heartbeat_timeout", inputs(external={"ems_heartbeat_timeout": 0.0}), 0.0),
+    ("ems_heartbeat_timeout", inputs(external={"ems_heartbeat_timeout": 2.0}), 2.0),
 ]
 
 

@@ -1,0 +1,79 @@
+"""Prometheus collector of the Modbus server's counters (wired into the exporter by metrics).
+
+A custom collector: it reads :class:`ModbusStats` when Prometheus scrapes, so serving a
+request costs a counter increment and nothing else.
+
+- ``bmsd_modbus_requests_total{function}``: requests received, by function name
+- ``bmsd_modbus_errors_total{function,exception}``: exception responses sent
+- ``bmsd_modbus_connections``: client connections open now
+- ``bmsd_modbus_connections_refused_total``, ``bmsd_modbus_connections_idle_closed_total``
+- ``bmsd_modbus_writes_total{result}``: writes accepted or refused
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bmsd.publish.modbus.server import FUNCTION_NAMES, ModbusServer
+
+EXCEPTION_NAMES: dict[int, str] = {
+    1: "illegal_function",
+    2: "illegal_data_address",
+    3: "illegal_data_value",
+    4: "slave_device_failure",
+    6: "slave_device_busy",
+    11: "gateway_target_no_response",
+}
+
+
+def _function(code: int) -> str:
+    return FUNCTION_NAMES.get(code, f"fc{code}")
+
+
+class ModbusCollector(Collector):
+    """Exposes one ModbusServer's statistics."""
+
+    def __init__(self, server: ModbusServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._server.stats
+        requests = CounterMetricFamily(
+            "bmsd_modbus_requests", "Modbus requests received", labels=["function"]
+        )
+        for code in sorted(set(FUNCTION_NAMES) | set(stats.requests)):
+            requests.add_metric([_function(code)], float(stats.requests[code]))
+        yield requests
+        errors = CounterMetricFamily(
+            "bmsd_modbus_errors",
+            "Modbus exception responses sent",
+            labels=["function", "exception"],
+        )
+        for (function, exception), count in sorted(stats.errors.items()):
+            name = EXCEPTION_NAMES.get(int(exception), f"code{int(exception)}")
+            errors.add_metric([_function(function), name], float(count))
+        yield errors
+        yield GaugeMetricFamily(
+            "bmsd_modbus_connections",
+            "Modbus client connections open",
+            value=float(self._server.connections),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_connections_refused",
+            "Modbus connections closed at once because the connection limit was reached",
+            value=float(stats.connections_refused),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_connections_idle_closed",
+            "Modbus connections closed after the idle timeout",
+            value=float(stats.connections_idle_closed),
+        )
+        writes = CounterMetricFamily(
+            "bmsd_modbus_writes", "Modbus writes by result", labels=["result"]
+        )
+        writes.add_metric(["accepted"], float(stats.writes_accepted))
+        writes.add_metric(["refused"], float(stats.writes_refused))
+        yield writes

@@ -1,0 +1,680 @@
+"""The Modbus TCP server: serves the native map and the SunSpec models from the newest state.
+
+Built on pymodbus 3.16's current datastore API: one ``SimDevice`` whose async ``action`` hook
+runs on every access. The server runs in its own thread with its own event loop, so requests
+never queue in front of the control tick (they still share the interpreter lock). Reads never
+touch the control loop: the hook takes the newest PackState from the StateHub (a reference read,
+safe across threads), encodes it into register images once per new state (on the first read
+after it), and copies the requested window from the image. A state older than
+``max_state_age_s`` (a stalled control loop) is answered with SLAVE DEVICE FAILURE, never with
+stale numbers. Writes are checked (enabled, client address, value) and go through the control
+loop's command queue.
+
+pymodbus answers a read of more than 125 registers with ILLEGAL FUNCTION (it fails to decode
+the request); the Modbus specification asks for ILLEGAL DATA VALUE, so the read and write
+requests are replaced by subclasses that decode any count and check it when served. Only the
+function codes bmsd serves (03, 04, 06, 16) are decoded; every other one is ILLEGAL FUNCTION.
+The request handler is subclassed to know the client's address (for write permission and the
+audit log), to enforce the connection limit and the idle timeout, and to count requests and
+errors for the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import importlib.metadata
+import logging
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import numpy as np
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.decoders import DecodePDU
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadInputRegistersRequest,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
+    WriteSingleRegisterResponse,
+)
+from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from bmsd.config import Config
+from bmsd.control.controller import Command
+from bmsd.control.supervision import ExternalInputs
+from bmsd.errors import BmsdError
+from bmsd.model.bms import Answer, Reply
+from bmsd.model.cell import CellModel
+from bmsd.model.state import PackState
+from bmsd.model.topology import Topology
+from bmsd.publish.modbus.config import ModbusConfig
+from bmsd.publish.modbus.registers import (
+    REGISTERS,
+    FaultFlags,
+    MapView,
+    NativeEncoder,
+    PackInfo,
+    check_fits,
+    fault_bit_of,
+    mapped_addresses,
+)
+from bmsd.publish.modbus.sunspec import PackFacts, SunSpecMap
+from bmsd.publish.modbus.writes import (
+    HEARTBEAT_INPUT,
+    ClientFilter,
+    EmsHeartbeat,
+    IllegalWriteError,
+    WriteKind,
+    request_for,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_READ_COUNT = 125  # Modbus application protocol, FC 03/04
+MAX_WRITE_COUNT = 123  # FC 16
+
+FUNCTION_NAMES: dict[int, str] = {
+    3: "read_holding_registers",
+    4: "read_input_registers",
+    6: "write_single_register",
+    16: "write_multiple_registers",
+}
+
+_CLIENT: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "modbus_client", default=None
+)
+
+Submit = Callable[[Command], Coroutine[Any, Any, Reply]]
+
+
+@dataclass(slots=True)
+class ModbusStats:
+    """Counters of the server, read by the metrics collector."""
+
+    requests: Counter[int] = field(default_factory=Counter)  # by function code
+    errors: Counter[tuple[int, int]] = field(default_factory=Counter)  # (function, exception)
+    connections: int = 0
+    connections_refused: int = 0
+    connections_idle_closed: int = 0
+    writes_accepted: int = 0
+    writes_refused: int = 0
+    encodings: int = 0  # register images built (one per new state that was read)
+
+
+class _ReadHolding(ReadHoldingRegistersRequest):
+    """FC 03 that answers a bad count with ILLEGAL DATA VALUE instead of failing to decode."""
+
+    def decode(self, data: bytes) -> None:
+        self.address, self.count = struct.unpack(">HH", data[:4])
+
+    async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
+        if not 1 <= self.count <= MAX_READ_COUNT or self.address + self.count > 0x10000:
+            return ExceptionResponse(self.function_code, ExcCodes.ILLEGAL_VALUE)
+        return await super().datastore_update(context, device_id)
+
+
+class _ReadInput(ReadInputRegistersRequest):
+    """FC 04, with the count checked like :class:`_ReadHolding`."""
+
+    def decode(self, data: bytes) -> None:
+        self.address, self.count = struct.unpack(">HH", data[:4])
+
+    async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
+        if not 1 <= self.count <= MAX_READ_COUNT or self.address + self.count > 0x10000:
+            return ExceptionResponse(self.function_code, ExcCodes.ILLEGAL_VALUE)
+        return await super().datastore_update(context, device_id)
+
+
+class _WriteSingle(WriteSingleRegisterRequest):
+    """FC 06 answered with the echo of the request (not a re-read of the register)."""
+
+    async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
+        code = await context.async_setValues(
+            device_id, self.function_code, self.address, self.registers
+        )
+        if code:
+            return ExceptionResponse(self.function_code, code)
+        return WriteSingleRegisterResponse(
+            address=self.address,
+            registers=list(self.registers),
+            dev_id=device_id,
+            transaction_id=self.transaction_id,
+        )
+
+
+def _decoder_table() -> dict[int, tuple[type[ModbusPDU], type[ModbusPDU]]]:
+    standard = DecodePDU.pdu_table
+    return {
+        3: (_ReadHolding, standard[3][1]),
+        4: (_ReadInput, standard[4][1]),
+        6: (_WriteSingle, standard[6][1]),
+        16: (WriteMultipleRegistersRequest, standard[16][1]),
+    }
+
+
+class _Handler(ServerRequestHandler):
+    """One client connection: knows its peer, its idle time, and counts what it serves."""
+
+    def __init__(self, owner: _Server) -> None:
+        super().__init__(owner, None, None, None)  # type: ignore[no-untyped-call]
+        self.owner = owner
+        self.peer: tuple[str, int] | None = None
+        self.last_activity = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def callback_connected(self) -> None:
+        super().callback_connected()
+        peername = self.transport.get_extra_info("peername") if self.transport else None
+        self.peer = (str(peername[0]), int(peername[1])) if peername else None
+        owner = self.owner
+        if len(owner.active_connections) > owner.bmsd.config.max_connections:
+            owner.bmsd.stats.connections_refused += 1
+            log.warning(
+                "modbus: connection from %s refused: %d connections is the limit",
+                _peer_text(self.peer),
+                owner.bmsd.config.max_connections,
+            )
+            self.close()
+            return
+        self.last_activity = self.loop.time()
+        self._arm_idle_timer(owner.bmsd.config.idle_timeout_s)
+        log.debug("modbus: client %s connected", _peer_text(self.peer))
+
+    def callback_disconnected(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        super().callback_disconnected(exc)
+
+    def close(self, reconnect: bool = False) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        super().close(reconnect)
+
+    def _arm_idle_timer(self, delay_s: float) -> None:
+        if self.owner.bmsd.config.idle_timeout_s > 0:
+            self._idle_timer = self.loop.call_later(delay_s, self._idle_check)
+
+    def _idle_check(self) -> None:
+        timeout = self.owner.bmsd.config.idle_timeout_s
+        idle = self.loop.time() - self.last_activity
+        if idle < timeout:
+            self._arm_idle_timer(timeout - idle)
+            return
+        self._idle_timer = None
+        self.owner.bmsd.stats.connections_idle_closed += 1
+        log.info("modbus: closing %s, idle for %.0f s", _peer_text(self.peer), idle)
+        self.close()
+
+    def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        self.last_activity = self.loop.time()
+        return super().callback_data(data, addr)
+
+    async def handle_request(self) -> None:
+        pdu = self.last_pdu
+        if pdu is None:
+            return
+        self.owner.bmsd.stats.requests[pdu.function_code] += 1
+        if pdu.dev_id != self.owner.bmsd.config.unit_id:
+            # Another unit behind a gateway that is not there: "gateway target failed".
+            response = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+            response.transaction_id = pdu.transaction_id
+            response.dev_id = pdu.dev_id
+            self.server_send(response, None)
+            return
+        token = _CLIENT.set(self.peer)
+        try:
+            await super().handle_request()  # type: ignore[no-untyped-call]
+        finally:
+            _CLIENT.reset(token)
+
+    def server_send(self, pdu: ModbusPDU | None, addr: Any) -> None:
+        if isinstance(pdu, ExceptionResponse):
+            function = pdu.function_code & 0x7F
+            self.owner.bmsd.stats.errors[(function, pdu.exception_code)] += 1
+        super().server_send(pdu, addr)  # type: ignore[no-untyped-call]
+
+
+class _Server(ModbusTcpServer):
+    """pymodbus's TCP server with bmsd's request handler and request decoders."""
+
+    def __init__(self, bmsd: ModbusServer, device: SimDevice, address: tuple[str, int]) -> None:
+        super().__init__(device, address=address)
+        self.bmsd = bmsd
+        self.decoder.pdu_table = _decoder_table()
+        self.decoder.pdu_sub_table = {}
+
+    def callback_new_connection(self) -> _Handler:
+        return _Handler(self)
+
+
+class ImageSource(Protocol):
+    """Something that encodes a MapView into a range of holding registers (SunSpec)."""
+
+    start: int
+    length: int
+    writes: dict[int, WriteKind]
+
+    def begin(self, view: MapView) -> LazyImage: ...
+
+
+class LazyImage(Protocol):
+    """Words of one state, encoded by region on first read."""
+
+    words: list[int]
+
+    def ensure(self, first: int, count: int) -> None: ...
+
+
+class ModbusServer:
+    """The Modbus TCP server of the daemon."""
+
+    def __init__(
+        self,
+        config: ModbusConfig,
+        latest: Callable[[], PackState | None],
+        submit: Submit,
+        info: PackInfo,
+        *,
+        sunspec: ImageSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        retry_s: float = 5.0,
+    ) -> None:
+        problem = check_fits(info.topology)
+        if problem:
+            raise BmsdError(f"the pack does not fit the Modbus register map: {problem}")
+        self.config = config
+        self._latest = latest
+        self._submit = submit
+        self._info = info
+        self._clock = clock
+        self._sunspec = sunspec
+        self.stats = ModbusStats()
+        self.heartbeat = EmsHeartbeat(config.ems_heartbeat)
+        self._clients = ClientFilter.of(config.writes.allowed_clients)
+        self._encoder = NativeEncoder(info.topology)
+        topology = info.topology
+        self._input_addresses = mapped_addresses("input", topology)
+        self._holding_addresses = mapped_addresses("holding", topology)
+        self._input_np = np.zeros(self._input_addresses[-1] + 1, dtype=np.int64)
+        self._holding_np = np.zeros(self._holding_addresses[-1] + 1, dtype=np.int64)
+        self._input: list[int] = self._input_np.tolist()
+        self._holding: list[int] = self._holding_np.tolist()
+        self._sunspec_image: LazyImage | None = None
+        self._encoded: PackState | None = None
+        self._writes: dict[int, WriteKind] = {
+            r.address: _NATIVE_WRITES[r.name] for r in REGISTERS if r.writable
+        }
+        if sunspec is not None:
+            self._writes.update(sunspec.writes)
+        self._server: _Server | None = None
+        self._retry_s = retry_s
+        self._retry_task: asyncio.Task[None] | None = None
+        self._daemon_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def device(self) -> SimDevice:
+        """The pymodbus device: which addresses exist, which are writable, and the hook."""
+        holding = _simdata(self._holding_addresses, set(self._writes))
+        if self._sunspec is not None:
+            sunspec_addresses = range(
+                self._sunspec.start, self._sunspec.start + self._sunspec.length
+            )
+            holding += _simdata(list(sunspec_addresses), set(self._writes))
+        return SimDevice(
+            id=self.config.unit_id,
+            simdata=(
+                # Coils and discrete inputs are not served (their function codes are not
+                # decoded) but pymodbus needs a block for each.
+                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
+                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
+                holding,
+                _simdata(self._input_addresses, set()),
+            ),
+            action=self._action,
+        )
+
+    async def start(self) -> None:
+        """Start the server thread and listen.
+
+        The server has its own thread and event loop, so a burst of requests queues there,
+        not in front of the control tick. When the address cannot be bound (in use, or not up
+        yet at boot), it is logged and tried again in the background: the pack's protection
+        does not depend on Modbus, and an inverter without answers stops by its own timeout.
+        """
+        self._daemon_loop = asyncio.get_running_loop()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(ready,), name="modbus", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._start_here())
+        except BaseException as exc:  # reported to start(); the thread ends
+            ready.set_exception(exc)
+            loop.close()
+            return
+        ready.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._close_here())
+            loop.close()
+
+    async def _start_here(self) -> None:
+        if not await self._listen(first=True):
+            self._retry_task = asyncio.create_task(self._keep_trying(), name="modbus listen")
+
+    async def _listen(self, *, first: bool) -> bool:
+        server = _Server(self, self.device(), (self.config.host, self.config.port))
+        try:
+            await server.serve_forever(background=True)
+        except (OSError, RuntimeError) as exc:
+            server.close()
+            if first:
+                log.error(
+                    "modbus: cannot listen on %s:%d (%s); trying again every %g s",
+                    self.config.host,
+                    self.config.port,
+                    exc,
+                    self._retry_s,
+                )
+            return False
+        self._server = server
+        log.info(
+            "modbus: serving unit %d on %s:%d (writes %s)",
+            self.config.unit_id,
+            self.config.host,
+            self.port,
+            "on for " + ", ".join(self.config.writes.allowed_clients)
+            if self.config.writes.enabled
+            else "off",
+        )
+        return True
+
+    async def _keep_trying(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_s)
+            if await self._listen(first=False):
+                return
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one, or the one chosen for port 0)."""
+        server = self._server
+        if server is not None and server.transport is not None:
+            sockets = getattr(server.transport, "sockets", None)
+            if sockets:
+                return int(sockets[0].getsockname()[1])
+        return self.config.port
+
+    @property
+    def connections(self) -> int:
+        return 0 if self._server is None else len(self._server.active_connections)
+
+    async def close(self) -> None:
+        """Stop serving and end the server thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(thread.join, 10.0)
+        self._loop = self._thread = None
+
+    async def _close_here(self) -> None:
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            self._retry_task = None
+        if self._server is not None:
+            await self._server.shutdown()  # type: ignore[no-untyped-call]
+            self._server = None
+
+    async def _on_daemon_loop(self, command: Command) -> Reply:
+        """Submit a command to the control loop, which runs on the daemon's event loop."""
+        daemon_loop = self._daemon_loop
+        assert daemon_loop is not None
+        future: concurrent.futures.Future[Reply] = asyncio.run_coroutine_threadsafe(
+            self._submit(command), daemon_loop
+        )
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+
+    # -- supervision --------------------------------------------------------------------------
+
+    def heartbeat_supervision(self, now: float) -> float | None:
+        """Provider for the controller's external inputs (see bmsd.control.supervision)."""
+        return self.heartbeat.supervision(now)
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def _fresh_state(self) -> PackState | None:
+        state = self._latest()
+        if state is None or self._clock() - state.time_s > self.config.max_state_age_s:
+            return None
+        return state
+
+    def _refresh(self, state: PackState) -> None:
+        """Encode a new state into the images (once per state, on the first read of it)."""
+        if state is self._encoded:
+            return
+        balancing = state.balancing
+        view = MapView(
+            state=state,
+            info=self._info,
+            flags=FaultFlags.of(state.faults, self._info.bit_of_fault),
+            ems_heartbeat_value=self.heartbeat.value,
+            ems_heartbeat_age_s=self.heartbeat.age_s(self._clock()),
+            balancing_enabled=None if balancing is None else balancing.enabled,
+        )
+        self._encoder.encode(view, self._input_np, self._holding_np)
+        self._input = self._input_np.tolist()
+        self._holding = self._holding_np.tolist()
+        if self._sunspec is not None:
+            self._sunspec_image = self._sunspec.begin(view)
+        self._encoded = state
+        self.stats.encodings += 1
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        if set_values is not None and function_code in (6, 16):
+            return await self._write(address, cast(list[int], set_values))
+        state = self._fresh_state()
+        if state is None:
+            return ExcCodes.DEVICE_FAILURE
+        self._refresh(state)
+        offset = address - start_address
+        if function_code == 4:
+            registers[offset : offset + count] = self._input[address : address + count]
+        elif (
+            self._sunspec_image is not None
+            and self._sunspec is not None
+            and (address >= self._sunspec.start)
+        ):
+            first = address - self._sunspec.start
+            self._sunspec_image.ensure(first, count)
+            words = self._sunspec_image.words
+            registers[offset : offset + count] = words[first : first + count]
+        else:
+            registers[offset : offset + count] = self._holding[address : address + count]
+        return None
+
+    async def _write(self, address: int, values: list[int]) -> ExcCodes | None:
+        peer = _CLIENT.get()
+        client = _peer_text(peer)
+        writes = self.config.writes
+        if not writes.enabled or not self._clients.allows(None if peer is None else peer[0]):
+            self.stats.writes_refused += 1
+            log.warning(
+                "modbus: write of %s at %d from %s refused: %s",
+                values,
+                address,
+                client,
+                "writes are disabled" if not writes.enabled else "client not allowed to write",
+            )
+            return ExcCodes.ILLEGAL_FUNCTION
+        kinds = [self._writes.get(address + index) for index in range(len(values))]
+        try:
+            requests = []
+            for kind, value in zip(kinds, values, strict=True):
+                if kind is None:
+                    raise IllegalWriteError("not a writable register")
+                requests.append((kind, value, request_for(kind, value)))
+        except IllegalWriteError as exc:
+            self.stats.writes_refused += 1
+            log.warning(
+                "modbus: write of %s at %d from %s refused: %s", values, address, client, exc
+            )
+            return ExcCodes.ILLEGAL_VALUE
+        if self._fresh_state() is None:
+            self.stats.writes_refused += 1
+            log.warning(
+                "modbus: write at %d from %s refused: the control loop is not running",
+                address,
+                client,
+            )
+            return ExcCodes.DEVICE_FAILURE
+        for kind, value, request in requests:
+            if request is None:  # the heartbeat: a value for the supervision, no request
+                first = self.heartbeat.last_change_s is None
+                self.heartbeat.write(value, self._clock(), client)
+                # Not every beat: an EMS writes one every few seconds.
+                log.log(
+                    logging.INFO if first else logging.DEBUG,
+                    "modbus: EMS heartbeat %d from %s%s",
+                    value,
+                    client,
+                    " (supervision starts)" if first and self.config.ems_heartbeat.enabled else "",
+                )
+                self.stats.writes_accepted += 1
+                continue
+            log.info("modbus: write %s=%d from %s: %s", kind.value, value, client, request.value)
+            try:
+                reply = await asyncio.wait_for(
+                    self._on_daemon_loop(Command(request, origin=f"modbus {client}")),
+                    writes.command_timeout_s,
+                )
+            except TimeoutError:
+                self.stats.writes_refused += 1
+                log.error("modbus: %s from %s got no answer in time", request.value, client)
+                return ExcCodes.DEVICE_FAILURE
+            if reply.answer is Answer.ILLEGAL:
+                self.stats.writes_refused += 1
+                return ExcCodes.ILLEGAL_VALUE
+            self.stats.writes_accepted += 1
+        return None
+
+
+_NATIVE_WRITES: dict[str, WriteKind] = {
+    "fault_reset": WriteKind.FAULT_RESET,
+    "contactor_request": WriteKind.CONTACTOR,
+    "balancing_enable": WriteKind.BALANCING,
+    "ems_heartbeat": WriteKind.HEARTBEAT,
+}
+
+
+def _simdata(addresses: list[int], writable: set[int]) -> list[SimData]:
+    """pymodbus blocks for a sorted address list: one per run of equal writability."""
+    blocks: list[SimData] = []
+    run: list[int] = []
+
+    def flush() -> None:
+        if run:
+            blocks.append(
+                SimData(
+                    run[0],
+                    values=[0] * len(run),
+                    datatype=DataType.REGISTERS,
+                    readonly=run[0] not in writable,
+                )
+            )
+            run.clear()
+
+    for address in addresses:
+        if run and (address != run[-1] + 1 or (address in writable) != (run[0] in writable)):
+            flush()
+        run.append(address)
+    flush()
+    return blocks
+
+
+def _peer_text(peer: tuple[str, int] | None) -> str:
+    return "unknown client" if peer is None else f"{peer[0]}:{peer[1]}"
+
+
+def build_server(
+    config: Config,
+    topology: Topology,
+    pack_capacity_ah: float,
+    latest: Callable[[], PackState | None],
+    submit: Submit,
+    external: ExternalInputs,
+) -> ModbusServer | None:
+    """The daemon's Modbus server from its config (None when disabled); registers the EMS
+    heartbeat supervision with the controller's external inputs."""
+    modbus = config.modbus
+    if not modbus.enabled:
+        return None
+    info = PackInfo(
+        topology,
+        pack_capacity_ah,
+        {
+            fault_id: fault_bit_of(spec.quantity)
+            for fault_id, spec in config.protection.faults.items()
+        },
+    )
+    sunspec = None
+    if modbus.sunspec:
+        cell = CellModel.load(config.path(config.pack.cell_file))
+        facts = PackFacts(
+            manufacturer=modbus.manufacturer,
+            model=modbus.model,
+            version=_version(),
+            serial_number=modbus.serial_number,
+            unit_id=modbus.unit_id,
+            nominal_voltage_v=cell.info.nominal_voltage_v * topology.cells_per_string,
+            max_charge_current_a=config.limits.max_charge_current_a,
+            max_discharge_current_a=config.limits.max_discharge_current_a,
+        )
+        sunspec = SunSpecMap(topology, facts, pack_capacity_ah)
+    server = ModbusServer(modbus, latest, submit, info, sunspec=sunspec)
+    external.register(HEARTBEAT_INPUT, server.heartbeat_supervision)
+    return server
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("bmsd")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
