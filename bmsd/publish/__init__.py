@@ -1,0 +1,1 @@
+"""Publishers: read the newest PackState and speak to the outside (inverters, Modbus, metrics)."""
