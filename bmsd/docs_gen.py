@@ -194,6 +194,8 @@ def toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, tuple | list):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML spelling for default {value!r}")
 
 
@@ -303,7 +305,7 @@ def rejected_example() -> tuple[str, str]:
     )
     with tempfile.TemporaryDirectory(prefix="bmsd-docs-") as tmp:
         directory = Path(tmp)
-        for name in ("cells", "protocols", "protection", "limits"):
+        for name in ("cells", "protocols", "protection", "limits", "inverters"):
             # so that only the three mistakes are reported
             (directory / name).symlink_to(SIM_EXAMPLE.parent / name, target_is_directory=True)
         path = directory / "bmsd.toml"

@@ -108,8 +108,11 @@ class ProfileEncoder:
             off = 0 if source.false_raw is None else source.false_raw
             return raw_to_physical(signal, on if value >= 0.5 else off)
         if math.isnan(value):
-            return raw_to_physical(signal, source.invalid_raw)
-        value = value * source.scale + source.offset
+            if source.invalid_raw is not None:
+                return raw_to_physical(signal, source.invalid_raw)
+            value = 0.0  # physical 0 (0 A, 0 V), never a raw 0 that an offset makes -3000 A
+        else:
+            value = value * source.scale + source.offset
         low, high = signal_range(signal)
         if not low <= value <= high:
             self.clamped += 1

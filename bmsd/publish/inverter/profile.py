@@ -40,9 +40,10 @@ class SignalSpec:
         "Flag fields: raw value when the flag is set (default 1)", default=None
     )
     false_raw: int | None = doc("Flag fields: raw value when clear (default 0)", default=None)
-    invalid_raw: int = doc(
-        "Raw value sent when the field is unknown (SMA: 0xFFFF unsigned, 0x8000 signed)",
-        default=0,
+    invalid_raw: int | None = doc(
+        "Raw value sent when the field is unknown (SMA: 0xFFFF unsigned, 0x8000 signed); "
+        "default: the physical value 0",
+        default=None,
     )
 
     def check(self) -> list[tuple[str, str]]:
