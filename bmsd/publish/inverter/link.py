@@ -37,6 +37,7 @@ from bmsd.publish.inverter.values import FIELDS, PackInfo, battery_values, force
 log = logging.getLogger(__name__)
 
 SendOn = Literal["period", "state"]
+TIME_EPS_S = 1e-9  # due times computed by addition may miss an equal poll time by an ulp
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,24 +248,20 @@ class InverterLink:
             self.stale = True
             self.stats.stale_polls += 1
             self._queue.clear()
+            self._reschedule(now, enqueue=False)  # the frames due now are skipped, not owed
             return []
         if self.stale:
             log.info("inverter %s: PackState fresh again: sending resumed", self.name)
             self.stale = False
-        if self._periodic:
-            for frame in self._frames:
-                due = self._next_due[frame]
-                if due <= now:
-                    self._enqueue(frame)
-                    period = self.profile.spec.frames[frame].period_s
-                    nxt = due + period
-                    self._next_due[frame] = nxt if nxt > now else now + period
+            for frame in self._next_due:  # the inverter went without: the whole set at once
+                self._next_due[frame] = now
+        self._reschedule(now, enqueue=True)
         spacing = self.profile.spec.min_spacing_s
         out: list[can.Message] = []
         state = self.state
         assert state is not None
         values: dict[str, float] | None = None
-        while self._queue and now >= self._last_sent_at + spacing:
+        while self._queue and now >= self._last_sent_at + spacing - TIME_EPS_S:
             frame = self._queue.pop(0)
             if values is None:
                 values = self.values(now)
@@ -277,6 +274,19 @@ class InverterLink:
             self.limit_window.record(now, values["charge_current_a"], values["discharge_current_a"])
         self.stats.clamped = self.encoder.clamped
         return out
+
+    def _reschedule(self, now: float, *, enqueue: bool) -> None:
+        """Move every periodic frame due at ``now`` to its next period (no catch-up burst)."""
+        if not self._periodic:
+            return
+        for frame in self._frames:
+            due = self._next_due[frame]
+            if due <= now + TIME_EPS_S:
+                if enqueue:
+                    self._enqueue(frame)
+                period = self.profile.spec.frames[frame].period_s
+                nxt = due + period
+                self._next_due[frame] = nxt if nxt > now else now + period
 
     def next_wakeup(self, now: float) -> float:
         """When :meth:`poll` next has something to do."""
