@@ -401,11 +401,15 @@ def render_configuration_reference() -> str:
 
 
 def main() -> None:
-    """Write docs/configuration.md and refresh the generated regions of the other documents."""
+    """Write docs/configuration.md and docs/can-profiles.md, and refresh the generated
+    regions of the other documents."""
     from bmsd.docs_tables import SAFETY_DOC, update_regions
 
     OUTPUT.write_text(render_configuration_reference(), encoding="utf-8")
     print(f"wrote {OUTPUT.relative_to(ROOT)}", file=sys.stderr)
+    from bmsd.publish.inverter import docs as inverter_docs
+
+    print(f"wrote {inverter_docs.write().relative_to(ROOT)}", file=sys.stderr)
     for document in (SAFETY_DOC,):
         if update_regions(document):
             print(f"updated {document.relative_to(ROOT)}", file=sys.stderr)
