@@ -31,14 +31,11 @@ def base() -> tuple[PackState, PackInfo]:
 
 
 def _pair(
-    profile_name: str, demand_a: float, **kwargs: bool
+    profile_name: str, info: PackInfo, demand_a: float, **kwargs: bool
 ) -> tuple[InverterLink, SimulatedInverter]:
     profile = load_profile(ROOT / "etc" / "inverters" / f"{profile_name}.toml")
-    link = InverterLink(profile_name, profile, PACK_INFO[0], LinkSettings(stale_after_s=100.0), 0.0)
+    link = InverterLink(profile_name, profile, info, LinkSettings(stale_after_s=100.0), 0.0)
     return link, SimulatedInverter(profile, ConstantLoad(demand_a), **kwargs)
-
-
-PACK_INFO: list[PackInfo] = []
 
 
 def _exchange(link: InverterLink, inverter: SimulatedInverter, state: PackState, t: float) -> None:
