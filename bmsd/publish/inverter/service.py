@@ -167,7 +167,15 @@ class InverterService:
             wakeup = float("inf")
             for entry in self.entries.values():
                 link = entry.link
-                for message in link.poll(now):
+                try:
+                    messages = link.poll(now)
+                except Exception:  # a bug in one profile must not stop the daemon
+                    # Nothing goes out for this poll: the inverter's own timeout is the
+                    # fail-safe; the error is logged every time, never silenced.
+                    log.exception("inverter %s: building frames failed", link.name)
+                    link.stats.send_errors += 1
+                    messages = []
+                for message in messages:
                     if not buses[entry.bus].send(message):
                         link.stats.send_errors += 1
                 wakeup = min(wakeup, link.next_wakeup(now))
