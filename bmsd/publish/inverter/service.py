@@ -26,6 +26,7 @@ import can
 from bmsd.canbus.bus import CanInterface
 from bmsd.config import Config, InverterConfig
 from bmsd.control.supervision import ExternalInputs
+from bmsd.model.bms import BmsMode
 from bmsd.model.state import PackState
 from bmsd.publish.inverter.link import InverterLink, LinkSettings
 from bmsd.publish.inverter.profile import Profile, load_profile
@@ -145,9 +146,14 @@ class InverterService:
 
     def limit_excess_a(self, now: float) -> float | None:
         """Measured current beyond the sum of the limits sent to every checked inverter, past
-        the largest margin; None when not judged (no check, nothing sent, no current)."""
+        the largest margin; None when not judged (no check, nothing sent, no current,
+        contactors not closed)."""
         state = self._latest
         if state is None or state.snapshot.pack_current_a is None:
+            return None
+        if state.mode is not BmsMode.CLOSED:
+            # Precharge current and the opening after a fault are the battery's own doing;
+            # with the contactors open no inverter can draw current.
             return None
         allowed = [(link, link.allowed_currents(now)) for link in self.links]
         checked = [(link, a) for link, a in allowed if a is not None]

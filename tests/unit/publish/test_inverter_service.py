@@ -15,6 +15,7 @@ import pytest
 from bmsd.canbus.bus import CanInterface
 from bmsd.config import BusConfig, load_config
 from bmsd.control.supervision import ExternalInputs
+from bmsd.model.bms import BmsMode
 from bmsd.model.state import PackState
 from bmsd.publish.inverter.service import (
     KEEPALIVE_INPUT,
@@ -119,6 +120,8 @@ def test_limit_excess_is_judged_against_the_sum_of_sent_limits(
         state, snapshot=dataclasses.replace(state.snapshot, pack_current_a=None)
     )
     service.on_state(no_current)
+    assert service.limit_excess_a(1.0) is None
+    service.on_state(dataclasses.replace(state, mode=BmsMode.PRECHARGE))
     assert service.limit_excess_a(1.0) is None
 
 
