@@ -517,6 +517,11 @@ class InverterConfig:
     signal_scales: dict[str, float] = doc_factory(
         "'FRAME.Signal' -> multiplier of its field (e.g. 0.1 for Sol-Ark's 0.1 V voltage)", dict
     )
+    signal_fields: dict[str, str] = doc_factory(
+        "'FRAME.Signal' -> battery field it carries instead (e.g. swap CCL and DCL for an "
+        "inverter that reads them swapped); its scale and offset stay unless set too",
+        dict,
+    )
     force_charge: ForceChargeSpec | None = doc(
         "Force-charge SOC thresholds; default: the profile's", default=None
     )
@@ -530,9 +535,10 @@ class InverterConfig:
             problems.append(("stale_after_s", "must be positive"))
         if self.min_spacing_s is not None and self.min_spacing_s < 0:
             problems.append(("min_spacing_s", "must not be negative"))
-        for key in self.signal_scales:
-            if key.count(".") != 1:
-                problems.append((f"signal_scales.{key}", "use 'FRAME.Signal'"))
+        for table in ("signal_scales", "signal_fields"):
+            for key in getattr(self, table):
+                if key.count(".") != 1:
+                    problems.append((f"{table}.{key}", "use 'FRAME.Signal'"))
         return problems
 
     def profile_overrides(self) -> dict[str, Any]:
@@ -551,9 +557,14 @@ class InverterConfig:
             frames.setdefault(name, {})["length"] = length
         for name, period in self.frame_periods_s.items():
             frames.setdefault(name, {})["period_s"] = period
+        for key, battery_field in self.signal_fields.items():
+            frame, _, signal = key.partition(".")
+            signals = frames.setdefault(frame, {}).setdefault("signals", {})
+            signals[signal] = {"field": battery_field}
         for key, scale in self.signal_scales.items():
             frame, _, signal = key.partition(".")
-            frames.setdefault(frame, {}).setdefault("signals", {})[signal] = {"scale": scale}
+            signals = frames.setdefault(frame, {}).setdefault("signals", {})
+            signals.setdefault(signal, {})["scale"] = scale
         if frames:
             out["frames"] = frames
         if self.force_charge is not None:

@@ -205,3 +205,28 @@ def test_encoder_text_length_and_offset(closed_state: tuple[PackState, PackInfo]
 )
 def test_profile_name_is_its_file_stem(path: Path) -> None:
     assert load_profile(path).spec.name == path.stem
+
+
+def test_config_overrides_swap_the_pylon_hv_current_limits(
+    tmp_path: Path, closed_state: tuple[PackState, PackInfo]
+) -> None:
+    """A Growatt-style swap (protocols.md D.4) is a config choice, checked on the wire."""
+    from bmsd.config import InverterConfig
+
+    inverter = InverterConfig(
+        profile="inverters/pylontech_hv.toml",
+        bus="inverter",
+        signal_fields={
+            "PYLON_HV_LIMITS.MaxChargeCurrent": "discharge_current_a",
+            "PYLON_HV_LIMITS.MaxDischargeCurrent": "charge_current_a",
+        },
+        signal_scales={"PYLON_HV_LIMITS.MaxDischargeCurrent": -1.0},
+    )
+    profile = load_profile(
+        ROOT / "etc" / "inverters" / "pylontech_hv.toml", inverter.profile_overrides()
+    )
+    state, info = closed_state
+    values = dict(battery_values(state, info), charge_current_a=12.5, discharge_current_a=40.0)
+    frame = ProfileEncoder(profile).encode("PYLON_HV_LIMITS", values)
+    assert int.from_bytes(frame.data[4:6], "little") == 30000 + 400  # DCL where CCL was
+    assert int.from_bytes(frame.data[6:8], "little") == 30000 - 125  # CCL where DCL was
