@@ -1,9 +1,10 @@
 """Golden-trace scenarios of the inverter profiles: one scripted run per profile.
 
-A base PackState comes from the closed loop (deterministic: simulated pack and real pipeline
-on simulated time); the scenario then edits it phase by phase and drives a real
-:class:`~bmsd.publish.inverter.link.InverterLink` on a scripted clock, a new state every
-100 ms, the way the daemon does:
+A base PackState comes from the closed loop (simulated pack and real pipeline on simulated
+time) with every value a profile reads scripted (cells, temperatures, current, limits, SOC),
+so the traces do not move with the pipeline's tuning; the scenario then edits it phase by
+phase and drives a real :class:`~bmsd.publish.inverter.link.InverterLink` on a scripted
+clock, a new state every 100 ms, the way the daemon does:
 
 ====== ========= =====================================================================
 phase  time (s)  state
@@ -29,14 +30,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import can
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bmsd.config import load_config
 from bmsd.model.bms import BmsMode
 from bmsd.model.faults import FaultLevel, FaultState, LevelState
-from bmsd.model.limits import Contributor
+from bmsd.model.limits import Contributor, Limits
+from bmsd.model.snapshot import Extremes
 from bmsd.model.state import PackState
+from bmsd.model.topology import Location
 from bmsd.publish.inverter.link import InverterLink, LinkSettings
 from bmsd.publish.inverter.profile import load_profile
 from bmsd.publish.inverter.values import PackInfo
@@ -54,6 +58,71 @@ def trace_path(profile: str) -> Path:
     return DATA / f"inverter_{profile}.log"
 
 
+def _scripted(state: PackState) -> PackState:
+    """Every value a profile reads, scripted: the traces do not move when the pipeline's
+    estimation or limits change (only the structure of PackState comes from the closed loop)."""
+    snap = state.snapshot
+    cells = np.array(
+        [3.300 + 0.001 * (i % 7) + 0.0005 * (i // 16) for i in range(snap.cell_voltage_v.size)]
+    )
+    temps = np.array([24.5 + 0.1 * (j % 5) + 0.2 * (j // 4) for j in range(snap.temp_c.size)])
+    cells_per_module = cells.size // snap.module_age_s.size
+    temps_per_module = temps.size // snap.module_age_s.size
+
+    def extremes(values: np.ndarray, per_module: int) -> Extremes:
+        low, high = int(values.argmin()), int(values.argmax())
+        return Extremes(
+            min_value=float(values[low]),
+            min_location=Location(0, low // per_module, low % per_module),
+            max_value=float(values[high]),
+            max_location=Location(0, high // per_module, high % per_module),
+            mean=float(values.mean()),
+            valid_count=int(values.size),
+        )
+
+    snapshot = dataclasses.replace(
+        snap,
+        cell_voltage_v=cells,
+        cell_voltage_valid=np.ones(cells.size, dtype=np.bool_),
+        temp_c=temps,
+        temp_valid=np.ones(temps.size, dtype=np.bool_),
+        cell_voltage=extremes(cells, cells_per_module),
+        temperature=extremes(temps, temps_per_module),
+        pack_current_a=-19.9,
+        pack_voltage_v=round(float(cells.sum()), 3),
+    )
+
+    def one(name: str, value: float) -> tuple[Contributor, ...]:
+        return (Contributor(name, value, "scripted"),)
+
+    limits = Limits(
+        charge_voltage_v=220.5,
+        charge_current_a=47.0,
+        discharge_current_a=47.0,
+        discharge_voltage_v=180.0,
+        cvl_contributors=one("configured", 220.5),
+        ccl_contributors=one("ramp", 47.0),
+        dcl_contributors=one("ramp", 47.0),
+        dvl_contributors=one("configured", 180.0),
+    )
+    assert state.estimates is not None
+    estimates = dataclasses.replace(
+        state.estimates,
+        pack_soc=0.553,
+        soh_capacity=0.987,
+        pack_capacity_ah=276.4,
+        equivalent_full_cycles=12.3,
+    )
+    return dataclasses.replace(
+        state,
+        snapshot=snapshot,
+        limits=limits,
+        estimates=estimates,
+        mode=BmsMode.CLOSED,
+        faults=FaultState(()),
+    )
+
+
 def base_state() -> tuple[PackState, PackInfo]:
     config = load_config(
         ROOT / "etc" / "sim.toml",
@@ -64,7 +133,7 @@ def base_state() -> tuple[PackState, PackInfo]:
             "sim.inverter=''",
         ),
     )
-    state = ClosedLoop(config).run(6.0)
+    state = _scripted(ClosedLoop(config).run(3.0))
     info = PackInfo(
         modules_per_string=config.pack.modules_per_string,
         strings=config.pack.strings,
