@@ -75,6 +75,8 @@ class Daemon:
                 "--set", "control.summary_log_interval_s=0.1",
                 "--set", f"estimation.state_save_interval_s={SAVE_INTERVAL_S}",
                 "--set", f"sim.initial_soc={initial_soc:.6f}",
+                "--set", "metrics.port=0",
+                "--set", "modbus.port=0",
                 *extra,
             ],
             cwd=ROOT,

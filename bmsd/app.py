@@ -37,10 +37,12 @@ from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
 from bmsd.protection.journal import FaultJournal
 from bmsd.protection.persistence import LatchedFaultStore
+from bmsd.publish.inverter.metrics import InverterCollector
+from bmsd.publish.inverter.service import InverterService, pack_info
 from bmsd.publish.metrics import MetricsExporter, Sources
 from bmsd.publish.modbus.metrics import ModbusCollector
 from bmsd.publish.modbus.server import build_server as build_modbus_server
-from bmsd.sim.runner import build_simulated_pack, run_simulator
+from bmsd.sim.runner import build_simulated_inverter, build_simulated_pack, run_simulator
 from bmsd.system.logs import LogSetup
 from bmsd.system.notify import ServiceNotifier
 from bmsd.system.reload import plan_reload
@@ -104,9 +106,8 @@ class Daemon:
         # Act first: the contactor command leaves before the (fsync-ing) persistence of the
         # same tick, so writing the latch never delays opening.
         self.loop.on_tick += [self._send_contactor_command, self._persist]
-        # The watchdog ping proves a whole tick (with the hooks above) completed.
+        self.inverters = self._build_inverters()
         self.notifier = ServiceNotifier(config.service.status_interval_s)
-        self.loop.on_tick.append(self._service_tick)
         self._reload_task: asyncio.Task[bool] | None = None
         self._debug_stall_s = _debug_stall_s()
         self._stall_next_tick = False
@@ -123,8 +124,12 @@ class Daemon:
             self.loop.submit,
             self.controller.external,
         )
-        if self.metrics is not None and self.modbus is not None:
-            self.metrics.add_collector(ModbusCollector(self.modbus))
+        if self.metrics is not None:
+            self.metrics.add_collector(InverterCollector(lambda: self.inverters.links))
+            if self.modbus is not None:
+                self.metrics.add_collector(ModbusCollector(self.modbus))
+        # Last hook: the watchdog ping proves a whole tick, with every hook above, completed.
+        self.loop.on_tick.append(self._service_tick)
         self.stop_event: asyncio.Event | None = None
 
     def _build_metrics(self) -> MetricsExporter:
@@ -142,6 +147,17 @@ class Daemon:
         self.loop.on_tick.append(exporter.on_tick)
         # Publishers add their own collectors once they are built (see __init__).
         return exporter
+
+    def _build_inverters(self) -> InverterService:
+        """Inverter CAN profiles: sent on each tick's state, supervised by the fault table."""
+        from bmsd.model.cell import CellModel
+
+        cell = CellModel.load(self.config.path(self.config.pack.cell_file))
+        info = pack_info(self.config, self.cell_capacity_ah, cell.info.nominal_voltage_v)
+        service = InverterService(self.config, info, time.monotonic())
+        service.register_supervision(self.controller.external)
+        self.loop.on_tick.append(service.on_state)
+        return service
 
     def restore(self) -> None:
         """Bring back latched faults from the state directory (before the first tick)."""
@@ -324,6 +340,7 @@ class Daemon:
         sim_bus: can.BusABC | None = None
         previous_switch_interval_s = sys.getswitchinterval()
         sys.setswitchinterval(self.config.control.thread_switch_interval_s)
+        sim_buses: list[can.BusABC] = []
         self.restore()
         try:
             self._open_buses(loop)
@@ -339,11 +356,27 @@ class Daemon:
             self._ready()  # last step of start-up
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.loop.run(stop), name="control")
+                tasks.create_task(self.inverters.run(self.buses, stop), name="inverters")
                 if self.config.sim.enabled:
                     sim_bus = self._open_sim_bus()
-                    pack = build_simulated_pack(self.config, self.protocol, self.topology)
+                    sim_inverter = build_simulated_inverter(self.config)
+                    inverter_link = None
+                    if sim_inverter is not None:
+                        bus_name = self.config.inverters[self.config.sim.inverter].bus
+                        inverter_bus = self._open_sim_bus(bus_name)
+                        sim_buses.append(inverter_bus)
+                        inverter_link = (sim_inverter, inverter_bus)
+                    pack = build_simulated_pack(
+                        self.config, self.protocol, self.topology, sim_inverter
+                    )
                     tasks.create_task(
-                        run_simulator(pack, sim_bus, self.config.sim.physics_step_s, stop),
+                        run_simulator(
+                            pack,
+                            sim_bus,
+                            self.config.sim.physics_step_s,
+                            stop,
+                            inverter=inverter_link,
+                        ),
                         name="simulator",
                     )
                 log.info(
@@ -368,6 +401,8 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             if sim_bus is not None:
                 sim_bus.shutdown()
+            for extra in sim_buses:
+                extra.shutdown()
             for bus in self.buses.values():
                 bus.close()
             log.info("bmsd stopped")
@@ -378,6 +413,7 @@ class Daemon:
         self.request_stop()
 
     def _open_buses(self, loop: asyncio.AbstractEventLoop) -> None:
+        inverter_buses = self.inverters.buses()
         for name, bus in self.buses.items():
             bus.open()
             if name == self.config.acquisition.bus:
@@ -388,20 +424,35 @@ class Daemon:
                     urgent=self.urgent,
                     on_urgent=self.loop.wake_now,
                 )
-                bus.start_receiving(loop, ingest.on_frame)
+                on_frame: Callable[[can.Message, float], None] = ingest.on_frame
+                if name in inverter_buses:  # an inverter on the slaves' bus sees every frame too
+                    on_frame = _both(on_frame, self.inverters.receiver(name, bus, count=False))
+                bus.start_receiving(loop, on_frame)
+            elif name in inverter_buses:
+                bus.start_receiving(loop, self.inverters.receiver(name, bus))
             else:
                 bus.start_receiving(loop, _count_only(bus))
 
-    def _open_sim_bus(self) -> can.BusABC:
-        bus_config = self.config.can[self.config.sim.bus]
+    def _open_sim_bus(self, name: str = "") -> can.BusABC:
+        bus_config = self.config.can[name or self.config.sim.bus]
         try:
             return can.Bus(interface=bus_config.interface, channel=bus_config.channel)
         except (can.CanError, OSError, ValueError) as exc:
             raise BmsdError(f"cannot open the simulator's bus: {exc}") from exc
 
 
+def _both(
+    first: Callable[[can.Message, float], None], second: Callable[[can.Message, float], None]
+) -> Callable[[can.Message, float], None]:
+    def on_frame(message: can.Message, received_at: float) -> None:
+        first(message, received_at)
+        second(message, received_at)
+
+    return on_frame
+
+
 def _count_only(bus: CanInterface) -> Callable[[can.Message, float], None]:
-    """Frames on a bus nobody decodes yet (inverter buses get their own handlers later)."""
+    """Frames on a bus nobody decodes (a bus only recorded)."""
 
     def on_frame(message: can.Message, received_at: float) -> None:
         bus.stats.unknown_frames += 1

@@ -171,6 +171,12 @@ def summarise(
         f"  state      {config.path(config.state.directory)}",
         f"  simulator  {'on, bus ' + config.sim.bus if config.sim.enabled else 'off'}",
     ]
+    for name, inverter in config.inverters.items():
+        state = "" if inverter.enabled else " (disabled)"
+        simulated = " (simulated)" if config.sim.enabled and config.sim.inverter == name else ""
+        lines.append(
+            f"  inverter {name}: {inverter.profile} on bus {inverter.bus}{state}{simulated}"
+        )
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from bmsd.estimation.settings import EstimationConfig
 from bmsd.model.faults import FaultLevel
 from bmsd.protection.limits import LimitsConfig
 from bmsd.protection.table import FaultSpec
+from bmsd.publish.inverter.profile import ForceChargeSpec
 from bmsd.publish.modbus.config import ModbusConfig
 from bmsd.schema import (
     deep_merge,
@@ -472,6 +473,20 @@ class SimConfig:
     precharge_resistor_ohm: float = doc("Precharge resistor", unit="Ω", default=20.0)
     link_capacitance_f: float = doc("Capacitance on the bus side", unit="F", default=0.002)
     load: SimLoadConfig = doc_factory("Load profile", SimLoadConfig)
+    inverter: str = doc(
+        "Simulate this inverter ([inverters.NAME]) on its bus: it sends keep-alives or "
+        "requests, and draws the load profile within the limits it receives; empty: the load "
+        "profile is drawn directly",
+        default="",
+    )
+    inverter_ignores_limits: bool = doc(
+        "The simulated inverter draws the load profile whatever the limits (misbehaving)",
+        default=False,
+    )
+    inverter_silent: bool = doc(
+        "The simulated inverter sends no keep-alives or requests (a dead inverter)",
+        default=False,
+    )
     faults: tuple[SimFault, ...] = doc("Faults to inject", default=())
 
     def check(self) -> list[tuple[str, str]]:
@@ -522,6 +537,149 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class InverterSupervisionConfig:
+    """Supervision of one inverter: its keep-alive, and whether it obeys the sent limits."""
+
+    keepalive: bool = doc("Supervise the profile's keep-alive frame", default=True)
+    keepalive_timeout_s: float | None = doc(
+        "Keep-alive lost after this age; default: the profile's timeout", unit="s", default=None
+    )
+    keepalive_action: Literal["warn", "stop"] = doc(
+        "warn: warning in the fault table only; stop: also send CCL = DCL = 0 once overdue "
+        "for keepalive_grace_s",
+        default="warn",
+    )
+    keepalive_grace_s: float = doc(
+        "action stop: how long past the timeout before the currents go to 0", unit="s", default=30.0
+    )
+    startup_grace_s: float = doc(
+        "After start, not judged until the first keep-alive or this long (black start)",
+        unit="s",
+        default=300.0,
+    )
+    limit_check: bool = doc("Check that the inverter obeys the sent current limits", default=True)
+    limit_margin_a: float = doc(
+        "Measured current may exceed the sent limit by this much", unit="A", default=5.0
+    )
+    limit_response_s: float = doc(
+        "Time the inverter has to follow a lowered limit (the SI needs about 10 s)",
+        unit="s",
+        default=10.0,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = must_be_positive(self, "limit_response_s")
+        problems += [
+            (key, "must not be negative")
+            for key in ("keepalive_grace_s", "startup_grace_s", "limit_margin_a")
+            if getattr(self, key) < 0
+        ]
+        if self.keepalive_timeout_s is not None and not self.keepalive_timeout_s > 0:
+            problems.append(("keepalive_timeout_s", "must be positive"))
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class InverterConfig:
+    """One inverter on a CAN bus, speaking a profile (etc/inverters/*.toml, docs/can-profiles.md).
+
+    The options below override the profile's own choices where the sources conflict (frame
+    length, voltage scale, DCL sign, battery address, spacing); see each profile's comments."""
+
+    profile: str = doc("Profile file, e.g. inverters/pylontech_lv.toml")
+    bus: str = doc("Bus (a key of [can]) the inverter is on")
+    enabled: bool = doc("Talk to this inverter", default=True)
+    send_on: Literal["period", "state"] = doc(
+        "period: each frame on its profile period; state: every frame on each new PackState "
+        "(still spaced by min_spacing_s)",
+        default="period",
+    )
+    stale_after_s: float | None = doc(
+        "Fall silent when the newest PackState is older; default: the profile's",
+        unit="s",
+        default=None,
+    )
+    manufacturer: str | None = doc("Manufacturer string; default: the profile's", default=None)
+    id_offset: int | None = doc(
+        "Battery address added to sent ids; default: the profile's", default=None
+    )
+    current_sign: Literal["charge_positive", "discharge_positive"] | None = doc(
+        "Sign of the current sent; default: the profile's", default=None
+    )
+    min_spacing_s: float | None = doc(
+        "Minimum gap between frames; default: the profile's", unit="s", default=None
+    )
+    frames_disabled: tuple[str, ...] = doc("Profile frames not to send", default=())
+    frames_enabled: tuple[str, ...] = doc("Optional profile frames to send", default=())
+    frame_lengths: dict[str, int] = doc_factory(
+        "Frame -> bytes sent (e.g. PYLON_LV_LIMITS = 6 for Pylon's 6-byte 0x351)", dict
+    )
+    frame_periods_s: dict[str, float] = doc_factory("Frame -> send period", dict, unit="s")
+    signal_scales: dict[str, float] = doc_factory(
+        "'FRAME.Signal' -> multiplier of its field (e.g. 0.1 for Sol-Ark's 0.1 V voltage)", dict
+    )
+    signal_fields: dict[str, str] = doc_factory(
+        "'FRAME.Signal' -> battery field it carries instead (e.g. swap CCL and DCL for an "
+        "inverter that reads them swapped); its scale and offset stay unless set too",
+        dict,
+    )
+    force_charge: ForceChargeSpec | None = doc(
+        "Force-charge SOC thresholds; default: the profile's", default=None
+    )
+    supervision: InverterSupervisionConfig = doc_factory(
+        "Keep-alive and limits-obeyed supervision", InverterSupervisionConfig
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.stale_after_s is not None and not self.stale_after_s > 0:
+            problems.append(("stale_after_s", "must be positive"))
+        if self.min_spacing_s is not None and self.min_spacing_s < 0:
+            problems.append(("min_spacing_s", "must not be negative"))
+        for table in ("signal_scales", "signal_fields"):
+            for key in getattr(self, table):
+                if key.count(".") != 1:
+                    problems.append((f"{table}.{key}", "use 'FRAME.Signal'"))
+        return problems
+
+    def profile_overrides(self) -> dict[str, Any]:
+        """These options as a table merged over the profile file."""
+        out: dict[str, Any] = {}
+        for key in ("stale_after_s", "manufacturer", "id_offset", "current_sign", "min_spacing_s"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        frames: dict[str, dict[str, Any]] = {}
+        for name in self.frames_disabled:
+            frames.setdefault(name, {})["enabled"] = False
+        for name in self.frames_enabled:
+            frames.setdefault(name, {})["enabled"] = True
+        for name, length in self.frame_lengths.items():
+            frames.setdefault(name, {})["length"] = length
+        for name, period in self.frame_periods_s.items():
+            frames.setdefault(name, {})["period_s"] = period
+        for key, battery_field in self.signal_fields.items():
+            frame, _, signal = key.partition(".")
+            signals = frames.setdefault(frame, {}).setdefault("signals", {})
+            signals[signal] = {"field": battery_field}
+        for key, scale in self.signal_scales.items():
+            frame, _, signal = key.partition(".")
+            signals = frames.setdefault(frame, {}).setdefault("signals", {})
+            signals.setdefault(signal, {})["scale"] = scale
+        if frames:
+            out["frames"] = frames
+        if self.force_charge is not None:
+            fc = self.force_charge
+            out["force_charge"] = {
+                "level_1_on_pct": fc.level_1_on_pct,
+                "level_1_off_pct": fc.level_1_off_pct,
+                "level_2_on_pct": fc.level_2_on_pct,
+                "level_2_off_pct": fc.level_2_off_pct,
+            }
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -538,6 +696,9 @@ class Config:
     sim: SimConfig = doc_factory("Simulated pack", SimConfig)
     metrics: MetricsConfig = doc_factory("Prometheus metrics exporter", MetricsConfig)
     modbus: ModbusConfig = doc_factory("Modbus TCP server", ModbusConfig)
+    inverters: dict[str, InverterConfig] = doc_factory(
+        "Inverters on CAN buses by name (several at once, each on any bus)", dict
+    )
     # Not a key of the file: the directory relative paths are resolved against.
     base_dir: str = field(default="", metadata={"internal": True})
 
@@ -557,6 +718,24 @@ class Config:
                     "'bmsd sim --config FILE' as its own process",
                 )
             )
+        for name, inverter in self.inverters.items():
+            if inverter.bus not in self.can:
+                problems.append(
+                    (f"inverters.{name}.bus", f"no bus named {inverter.bus!r} in [can]")
+                )
+        if self.sim.enabled and self.sim.inverter:
+            simulated = self.inverters.get(self.sim.inverter)
+            if simulated is None:
+                problems.append(
+                    ("sim.inverter", f"no inverter named {self.sim.inverter!r} in [inverters]")
+                )
+            elif simulated.bus in self.can and self.can[simulated.bus].interface != "virtual":
+                problems.append(
+                    (
+                        "sim.inverter",
+                        f"the simulated inverter needs a 'virtual' bus ({simulated.bus})",
+                    )
+                )
         n_modules = self.pack.strings * self.pack.modules_per_string
         for index, fault in enumerate(self.sim.faults):
             if not 0 <= fault.module < n_modules:
@@ -731,5 +910,34 @@ def _check_files(config: Config, path: Path) -> None:
             issues.append(
                 ConfigIssue(str(path), "sim.load.csv_file", f"file not found: {csv_path}")
             )
+    issues += _check_inverter_profiles(config, path)
     if issues:
         raise ConfigError(issues)
+
+
+def _check_inverter_profiles(config: Config, path: Path) -> list[ConfigIssue]:
+    """Each inverter's profile loads, with the config's overrides, and matches its DBC."""
+    from bmsd.publish.inverter.profile import load_profile
+
+    issues: list[ConfigIssue] = []
+    for name, inverter in config.inverters.items():
+        profile_path = config.path(inverter.profile)
+        if not profile_path.is_file():
+            issues.append(
+                ConfigIssue(
+                    str(path), f"inverters.{name}.profile", f"file not found: {profile_path}"
+                )
+            )
+            continue
+        try:
+            load_profile(profile_path, inverter.profile_overrides())
+        except ConfigError as exc:
+            issues.extend(
+                ConfigIssue(
+                    str(path),
+                    f"inverters.{name}.profile",
+                    f"{issue.file}: {issue.key}: {issue.reason}",
+                )
+                for issue in exc.issues
+            )
+    return issues

@@ -307,7 +307,7 @@ def rejected_example() -> tuple[str, str]:
     )
     with tempfile.TemporaryDirectory(prefix="bmsd-docs-") as tmp:
         directory = Path(tmp)
-        for name in ("cells", "protocols", "protection", "limits"):
+        for name in ("cells", "protocols", "protection", "limits", "inverters"):
             # so that only the three mistakes are reported
             (directory / name).symlink_to(SIM_EXAMPLE.parent / name, target_is_directory=True)
         path = directory / "bmsd.toml"
@@ -410,13 +410,18 @@ def render_modbus_document() -> str:
 
 
 def main() -> None:
-    """Write docs/configuration.md and refresh the generated regions of the other documents."""
+    """Write docs/configuration.md and docs/can-profiles.md, and refresh the generated
+    regions of the other documents."""
     from bmsd.docs_tables import SAFETY_DOC, update_regions
 
     OUTPUT.write_text(render_configuration_reference(), encoding="utf-8")
     print(f"wrote {OUTPUT.relative_to(ROOT)}", file=sys.stderr)
     MODBUS_OUTPUT.write_text(render_modbus_document(), encoding="utf-8")
     print(f"wrote {MODBUS_OUTPUT.relative_to(ROOT)}", file=sys.stderr)
+
+    from bmsd.publish.inverter import docs as inverter_docs
+
+    print(f"wrote {inverter_docs.write().relative_to(ROOT)}", file=sys.stderr)
     for document in (SAFETY_DOC,):
         if update_regions(document):
             print(f"updated {document.relative_to(ROOT)}", file=sys.stderr)

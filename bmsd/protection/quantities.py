@@ -359,6 +359,22 @@ QUANTITIES: tuple[Quantity, ...] = (
         "action fault; not judged until the EMS first writes or without supervision",
         lambda i: i.external.get("ems_heartbeat_timeout"),
     ),
+    Quantity(
+        "inverter_keepalive_overdue_s",
+        "above",
+        "s",
+        "How far the most overdue inverter keep-alive is past its timeout (negative while on "
+        "time; not judged before the first keep-alive within the start-up grace)",
+        lambda i: i.external.get("inverter_keepalive_overdue_s"),
+    ),
+    Quantity(
+        "inverter_limit_excess_a",
+        "above",
+        "A",
+        "Measured current beyond the limits sent to the inverters, past the margin (the "
+        "inverter ignores the battery)",
+        lambda i: i.external.get("inverter_limit_excess_a"),
+    ),
 )
 
 QUANTITY_BY_NAME: dict[str, Quantity] = {q.name: q for q in QUANTITIES}

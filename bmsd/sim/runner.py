@@ -19,6 +19,8 @@ from bmsd.canbus.protocol import Protocol
 from bmsd.config import Config
 from bmsd.model.cell import CellModel
 from bmsd.model.topology import Topology
+from bmsd.publish.inverter.profile import load_profile
+from bmsd.sim.inverter import SimulatedInverter
 from bmsd.sim.load import ConstantLoad, CsvLoad, EssDayCycle, LoadProfile
 from bmsd.sim.pack import SimulatedPack
 
@@ -53,9 +55,28 @@ class _StartLater:
         return self._profile.current_a(time_s + self._offset_s)
 
 
-def build_simulated_pack(config: Config, protocol: Protocol, topology: Topology) -> SimulatedPack:
+def build_simulated_pack(
+    config: Config, protocol: Protocol, topology: Topology, load: LoadProfile | None = None
+) -> SimulatedPack:
+    """The simulated pack; ``load`` (a simulated inverter) replaces the config's load profile."""
     cell_model = CellModel.load(config.path(config.pack.cell_file))
-    return SimulatedPack(config, protocol, cell_model, topology, build_load(config))
+    return SimulatedPack(
+        config, protocol, cell_model, topology, build_load(config) if load is None else load
+    )
+
+
+def build_simulated_inverter(config: Config) -> SimulatedInverter | None:
+    """The simulated inverter of ``sim.inverter`` (its demand is the load profile), or None."""
+    if not config.sim.inverter:
+        return None
+    inverter = config.inverters[config.sim.inverter]
+    profile = load_profile(config.path(inverter.profile), inverter.profile_overrides())
+    return SimulatedInverter(
+        profile,
+        build_load(config),
+        ignore_limits=config.sim.inverter_ignores_limits,
+        silent=config.sim.inverter_silent,
+    )
 
 
 async def run_simulator(
@@ -64,8 +85,10 @@ async def run_simulator(
     step_s: float,
     stop: asyncio.Event,
     clock: Callable[[], float] = time.monotonic,
+    inverter: tuple[SimulatedInverter, can.BusABC] | None = None,
 ) -> None:
-    """Advance the pack in real time, obey commands from the bus and send its frames."""
+    """Advance the pack in real time, obey commands from the bus and send its frames; with
+    ``inverter``, also run the simulated inverter on its own bus (it is the pack's load)."""
     last = clock()
     sent = 0
     while not stop.is_set():
@@ -89,4 +112,19 @@ async def run_simulator(
                 sent += 1
             except can.CanError as exc:
                 log.warning("simulator: send failed: %s", exc)
+        if inverter is not None:
+            _step_inverter(*inverter, pack)
     log.info("simulator stopped after %.1f s simulated, %d frames sent", pack.time_s, sent)
+
+
+def _step_inverter(inverter: SimulatedInverter, bus: can.BusABC, pack: SimulatedPack) -> None:
+    while True:
+        message = bus.recv(timeout=0)
+        if message is None:
+            break
+        inverter.handle_frame(message, pack.time_s)
+    for frame in inverter.due_frames(pack.time_s, pack.true_current_a):
+        try:
+            bus.send(frame, timeout=0)
+        except can.CanError as exc:
+            log.warning("simulated inverter: send failed: %s", exc)

@@ -31,6 +31,7 @@ env["INVOCATION_ID"] = "5c2b0a3e7d0e4f6a9d1c2b3a4e5f6071"
 daemon = subprocess.Popen(
     [sys.executable, "-m", "bmsd.cli", "run", "--config", "etc/sim.toml",
      "--set", f"state.directory='{state_dir}'", "--set", f"can.slaves.channel='{channel}'",
+     "--set", "metrics.port=0", "--set", "modbus.port=0",
      "--set", "protection.faults.cell_voltage_low.info.threshold=3.40"],
     env=env, stderr=subprocess.PIPE, text=True,
 )

@@ -52,6 +52,7 @@ def _overrides(tmp_path: Path, *extra: str) -> tuple[str, ...]:
         "control.summary_log_interval_s=0",
         "modbus.enabled=true",
         "modbus.port=0",
+        "metrics.port=0",
         # These tests are about Modbus; on a loaded test machine the event loop can stall for
         # half a second, which would open the contactors under them.
         "protection.faults.control_loop_overrun.enabled=false",

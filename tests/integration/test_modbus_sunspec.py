@@ -32,6 +32,7 @@ async def _captured_state(tmp_path: Path) -> tuple[Daemon, PackState]:
         "control.summary_log_interval_s=0",
         "modbus.enabled=true",
         "modbus.port=0",
+        "metrics.port=0",
         "modbus.max_state_age_s=3600",
         "modbus.serial_number='SIM-0001'",
     )

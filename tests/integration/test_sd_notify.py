@@ -114,6 +114,10 @@ def _start(
         f"state.directory='{tmp_path / 'state'}'",
         "--set",
         f"can.slaves.channel='notify-{tmp_path.name}'",
+        "--set",
+        "metrics.port=0",
+        "--set",
+        "modbus.port=0",
     ]
     for override in overrides:
         args += ["--set", override]

@@ -44,6 +44,7 @@ def edited_sim_config(directory: Path, *edits: tuple[str, str]) -> Path:
         (r'^protocol = "', f'protocol = "{ETC}/'),
         (r'"protection/diagnostics\.toml", "protection/lfp\.toml"', _absolute_defaults()),
         (r'"limits/lfp\.toml"', f'"{ETC}/limits/lfp.toml"'),
+        (r'^profile = "', f'profile = "{ETC}/'),
         *edits,
     )
     for pattern, replacement in edits:

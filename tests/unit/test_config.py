@@ -95,6 +95,8 @@ def sim_config_data() -> dict[str, Any]:
     data["acquisition"]["protocol"] = str(ETC / data["acquisition"]["protocol"])
     for section in ("protection", "limits"):
         data[section]["defaults"] = [str(ETC / name) for name in data[section]["defaults"]]
+    for inverter in data.get("inverters", {}).values():
+        inverter["profile"] = str(ETC / inverter["profile"])
     return data
 
 
@@ -189,6 +191,8 @@ def test_relative_paths_resolve_against_the_config_directory(
     shutil.copytree(ETC / "protocols", tmp_path / "conf" / "protocols")
     shutil.copytree(ETC / "protection", tmp_path / "conf" / "protection")
     shutil.copytree(ETC / "limits", tmp_path / "conf" / "limits")
+    shutil.copytree(ETC / "inverters", tmp_path / "conf" / "inverters")
+    shutil.copytree(ETC.parent / "dbc", tmp_path / "dbc")  # profiles name ../../dbc/...
     (tmp_path / "conf" / "load.csv").write_text("time_s,current_a\n0,10\n", encoding="utf-8")
     path = tmp_path / "conf" / "bmsd.toml"
     data = tomllib.loads(SIM_TOML.read_text(encoding="utf-8"))  # relative paths, as shipped
@@ -796,6 +800,32 @@ RULES = [
         ("can", "at least one bus is required"),
         ("acquisition.bus", "no bus named 'slaves' in [can]"),
         ("sim.bus", "no bus named 'slaves' in [can]"),
+        ("inverters.hybrid.bus", "no bus named 'inverter' in [can]"),
+    ),
+    case(
+        "inverter-bus-unknown",
+        {"inverters.hybrid.bus": "inverterr"},
+        ("inverters.hybrid.bus", "no bus named 'inverterr' in [can]"),
+    ),
+    case(
+        "inverter-override-names-the-profile-problem",
+        {"inverters.hybrid.frame_lengths": {"PYLON_HV_NOPE": 6}},
+        ("inverters.hybrid.profile", "frames.PYLON_HV_NOPE: no message"),
+    ),
+    case(
+        "inverter-signal-scale-key",
+        {"inverters.hybrid.signal_scales": {"Voltage": 0.1}},
+        ("inverters.hybrid.signal_scales.Voltage", "use 'FRAME.Signal'"),
+    ),
+    case(
+        "inverter-keepalive-action",
+        {"inverters.hybrid.supervision.keepalive_action": "explode"},
+        ("inverters.hybrid.supervision.keepalive_action", "expected one of"),
+    ),
+    case(
+        "sim-inverter-unknown",
+        {"sim.inverter": "hybird"},
+        ("sim.inverter", "no inverter named 'hybird'"),
     ),
     case(
         "acquisition-bus-unknown",

@@ -56,8 +56,11 @@ def test_run_time_keys_apply_and_the_rest_waits_for_a_restart() -> None:
 def test_changed_keys_names_added_and_removed_table_entries() -> None:
     running = _config()
     buses = dict(running.can)
-    buses["inverter"] = replace(buses["slaves"], channel="other")
-    assert changed_keys(running, replace(running, can=buses)) == ["can.inverter"]
+    assert "meter" not in buses
+    buses["meter"] = replace(buses["slaves"], channel="other")
+    assert changed_keys(running, replace(running, can=buses)) == ["can.meter"]
+    del buses["slaves"]
+    assert changed_keys(running, replace(running, can=buses)) == ["can.meter", "can.slaves"]
 
 
 def test_runtime_keys_are_documented_in_operations() -> None:

@@ -1,0 +1,1 @@
+"""Inverter CAN profiles: profile files and DBCs as data, one generic sender, supervision."""
