@@ -117,7 +117,7 @@ else
   say "wrote $CONFDIR/bmsd.toml from the example: adapt it to the pack before starting"
 fi
 # The shipped tables follow the release; a directory put there by hand is left alone.
-for table in cells limits protection protocols; do
+for table in cells inverters limits protection protocols; do
   link=$CONFDIR/$table
   if [[ -e $link && ! -L $link ]]; then
     say "keeping $link (not a link to the shipped tables)"

@@ -44,7 +44,7 @@ fi
 if [[ -L $BINDIR/bmsd && $(readlink "$BINDIR/bmsd") == "$PREFIX/"* ]]; then
   rm -f "$BINDIR/bmsd"
 fi
-for table in cells limits protection protocols; do
+for table in cells inverters limits protection protocols; do
   [[ -L $CONFDIR/$table ]] && rm -f "${CONFDIR:?}/$table"
 done
 rm -f "$CONFDIR/bmsd.toml.example"
