@@ -19,6 +19,8 @@ import can
 from bmsd.acquisition.ingest import Ingest
 from bmsd.acquisition.store import ReadingStore
 from bmsd.acquisition.urgent import UrgentCheck
+from bmsd.balancing.commands import BalancingSender
+from bmsd.balancing.coordinator import STATE_FILE as BALANCING_FILE
 from bmsd.canbus.bus import CanInterface
 from bmsd.canbus.codec import FrameDecoder, FrameEncoder
 from bmsd.canbus.protocol import Protocol, load_protocol
@@ -79,6 +81,7 @@ class Daemon:
         # Act first: the contactor command leaves before the (fsync-ing) persistence of the
         # same tick, so writing the latch never delays opening.
         self.loop.on_tick += [self._send_contactor_command, self._persist]
+        self._balancing_hook()
         self.control_server = ControlServer(
             socket_path(self.state_dir), self.loop.submit, self._explain
         )
@@ -164,6 +167,41 @@ class Daemon:
         )
         self.buses[self.config.acquisition.bus].send(frame)
 
+    # -- balancing (commands to the slaves, bled Ah persisted) ------------------------------
+
+    def _balancing_hook(self) -> None:
+        """Send balancing commands after each tick and keep the bled Ah across restarts."""
+        balancer = self.controller.balancer
+        if balancer is None:
+            return
+        path = self.state_dir / BALANCING_FILE
+        reason = balancer.load(path)
+        if reason and reason != "no state file yet":
+            log.warning("balancing state %s not used (%s): counters start at 0", path, reason)
+        has_command = self.protocol.mapping.modules.balancing_command is not None
+        sender = BalancingSender(balancer.config, self.topology, self.encoder)
+        if not has_command:
+            log.warning("the slave protocol has no balancing command: balancing only plans")
+
+        def on_tick(state: PackState) -> None:
+            if has_command:
+                bus = self.buses[self.config.acquisition.bus]
+                for frame in sender.frames(state.balancing, state.time_s):
+                    bus.send(frame)
+            if balancer.save_due(state.time_s):
+                self._save_balancing(path)
+
+        self.loop.on_tick.append(on_tick)
+
+    def _save_balancing(self, path: Path) -> None:
+        balancer = self.controller.balancer
+        if balancer is None:
+            return
+        try:
+            balancer.save(path)
+        except OSError as exc:
+            log.error("cannot save the balancing state to %s: %s", path, exc)
+
     def request_stop(self) -> None:
         if self.stop_event is not None:
             self.stop_event.set()
@@ -200,6 +238,8 @@ class Daemon:
                 )
         finally:
             self.save_estimates()
+            if self.controller.balancer is not None:
+                self._save_balancing(self.state_dir / BALANCING_FILE)
             await self.control_server.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

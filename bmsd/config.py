@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from bmsd.balancing.settings import BalancingConfig
 from bmsd.errors import ConfigError, ConfigIssue
 from bmsd.estimation.settings import EstimationConfig
 from bmsd.model.faults import FaultLevel
@@ -430,6 +431,7 @@ class Config:
     protection: ProtectionConfig = doc("Safe operating area and diagnostics")
     limits: LimitsConfig = doc_factory("Charge and discharge limits", LimitsConfig)
     estimation: EstimationConfig = doc_factory("SOC/SOH estimation", EstimationConfig)
+    balancing: BalancingConfig = doc_factory("Cell balancing", BalancingConfig)
     control: ControlConfig = doc_factory("Control loop", ControlConfig)
     state: StateConfig = doc_factory("Persistent state", StateConfig)
     logging: LoggingConfig = doc_factory("Logging", LoggingConfig)
@@ -462,6 +464,7 @@ class Config:
                     (f"sim.faults[{index}].cell", f"must be below {self.pack.cells_per_module}")
                 )
         problems.extend(self._limits_inside_faults())
+        problems.extend(self._balancing_reachable())
         low, high = self.acquisition.cell_voltage_range_v
         for fault_id, spec in self.protection.faults.items():
             if spec.quantity not in ("cell_voltage_max_v", "cell_voltage_min_v"):
@@ -510,6 +513,30 @@ class Config:
                             f"protection.faults.{fault_id} ({threshold:g} V)",
                         )
                     )
+        return problems
+
+    def _balancing_reachable(self) -> list[tuple[str, str]]:
+        """Balancing thresholds the dynamic CVL lets the cells reach: a threshold at or above
+        the charge voltage would never be reached once CVL holds the highest cell there."""
+        problems: list[tuple[str, str]] = []
+        balancing, charge_v = self.balancing, self.limits.cell_charge_voltage_v
+        uses_top = balancing.strategy == "top" or balancing.hold_charge_current_a > 0.0
+        if uses_top and balancing.top_start_cell_v >= charge_v:
+            problems.append(
+                (
+                    "balancing.top_start_cell_v",
+                    f"{balancing.top_start_cell_v:g} V must lie below limits.cell_charge_voltage_v "
+                    f"({charge_v:g} V), where the dynamic CVL holds the highest cell",
+                )
+            )
+        if balancing.strategy == "voltage" and balancing.voltage_min_cell_v >= charge_v:
+            problems.append(
+                (
+                    "balancing.voltage_min_cell_v",
+                    f"{balancing.voltage_min_cell_v:g} V must lie below "
+                    f"limits.cell_charge_voltage_v ({charge_v:g} V)",
+                )
+            )
         return problems
 
     def path(self, value: str) -> Path:
