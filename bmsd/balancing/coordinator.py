@@ -127,6 +127,9 @@ class Balancer:
         """Account for the bleeding since the last step, then decide this tick's command."""
         config, topology = self.config, self._topology
         per_module = topology.cells_per_module
+        if self._last_s is None:
+            # Whatever the slaves do at start (left over from a previous run) gets a grace time.
+            self._command_changed_at[:] = now_s
         dt_s = 0.0 if self._last_s is None else max(0.0, now_s - self._last_s)
         self._last_s = now_s if self._last_s is None else max(self._last_s, now_s)
         fresh = np.asarray(snapshot.module_age_s <= self._module_timeout_s, dtype=np.bool_)

@@ -33,6 +33,9 @@ from bmsd.balancing.settings import BalancingConfig
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
+# Charge below this is rounding, not a plan (1 µAh: far below anything a bleed resistor moves).
+_MIN_AH = 1e-6
+
 
 @dataclass(frozen=True, slots=True)
 class CellView:
@@ -61,8 +64,8 @@ class SocPlan:
     bled_at_plan_ah: FloatArray
 
     def remaining_ah(self, bled_ah: FloatArray) -> FloatArray:
-        done = bled_ah - self.bled_at_plan_ah
-        return np.asarray(np.maximum(0.0, self.target_ah - done), dtype=np.float64)
+        left = self.target_ah - (bled_ah - self.bled_at_plan_ah)
+        return np.asarray(np.where(left > _MIN_AH, left, 0.0), dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +243,8 @@ class SocBased:
             certain = bool(np.all(soc_std <= self._max_std))
             if plan_done and (plan is None or fresh_anchor) and certain:
                 if spread >= self._start:
-                    target = np.maximum(0.0, excess - self._stop * capacity)
+                    target = excess - self._stop * capacity
+                    target = np.where(target > _MIN_AH, target, 0.0)
                     plan = SocPlan(view.now_s, view.anchored_at_s, target, view.bled_ah.copy())
                     remaining = plan.remaining_ah(view.bled_ah)
                     planned_now = True
