@@ -349,6 +349,17 @@ class SimFault:
 
 
 @dataclass(frozen=True, slots=True)
+class SimSocOffset:
+    """An imbalance injected into the simulated pack: one cell starts above or below the rest."""
+
+    module: int = doc("Module index (0-based, series order)")
+    cell: int = doc("Cell index within the module")
+    offset_pct: float = doc(
+        "SOC added to the cell's initial SOC (percentage points; negative: below)", unit="%"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class SimLoadConfig:
     """The load the simulated inverter draws or pushes (positive charges the battery)."""
 
@@ -398,9 +409,17 @@ class SimConfig:
     link_capacitance_f: float = doc("Capacitance on the bus side", unit="F", default=0.002)
     load: SimLoadConfig = doc_factory("Load profile", SimLoadConfig)
     faults: tuple[SimFault, ...] = doc("Faults to inject", default=())
+    soc_offsets: tuple[SimSocOffset, ...] = doc(
+        "Cells that start with an SOC offset (an imbalance for balancing to remove), on top of "
+        "the random soc_spread_pct",
+        default=(),
+    )
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
+        for index, offset in enumerate(self.soc_offsets):
+            if not -100.0 < offset.offset_pct < 100.0:
+                problems.append((f"soc_offsets[{index}].offset_pct", "must be within ±100 %"))
         if not 0.0 <= self.initial_soc <= 1.0:
             problems.append(("initial_soc", "must be between 0 and 1"))
         problems += must_be_positive(
@@ -462,6 +481,18 @@ class Config:
             if not 0 <= fault.cell < self.pack.cells_per_module:
                 problems.append(
                     (f"sim.faults[{index}].cell", f"must be below {self.pack.cells_per_module}")
+                )
+        # Judged only on a valid pack shape (a broken one is reported under [pack]).
+        pack_valid = n_modules >= 1 and self.pack.cells_per_module >= 1
+        for index, offset in enumerate(self.sim.soc_offsets if pack_valid else ()):
+            if not 0 <= offset.module < n_modules:
+                problems.append((f"sim.soc_offsets[{index}].module", f"must be below {n_modules}"))
+            if not 0 <= offset.cell < self.pack.cells_per_module:
+                problems.append(
+                    (
+                        f"sim.soc_offsets[{index}].cell",
+                        f"must be below {self.pack.cells_per_module}",
+                    )
                 )
         problems.extend(self._limits_inside_faults())
         problems.extend(self._balancing_reachable())

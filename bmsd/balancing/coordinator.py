@@ -289,6 +289,8 @@ class Balancer:
                 else float(plan.anchored_at_s),
                 "target_ah": [round(float(v), 7) for v in plan.target_ah],
                 "bled_at_plan_ah": [round(float(v), 7) for v in plan.bled_at_plan_ah],
+                "excess_ah": [round(float(v), 7) for v in plan.excess_ah],
+                "capacity_ah": [round(float(v), 5) for v in plan.capacity_ah],
             },
         }
 
@@ -305,11 +307,14 @@ class Balancer:
             plan: SocPlan | None = None
             saved = payload.get("plan")
             if saved is not None and payload.get("strategy") == self.config.strategy:
-                target = np.asarray(saved["target_ah"], dtype=np.float64)
-                at_plan = np.asarray(saved["bled_at_plan_ah"], dtype=np.float64)
-                if target.shape != (count,) or at_plan.shape != (count,):
+                arrays = [
+                    np.asarray(saved[key], dtype=np.float64)
+                    for key in ("target_ah", "bled_at_plan_ah", "excess_ah", "capacity_ah")
+                ]
+                if any(a.shape != (count,) or not np.all(np.isfinite(a)) for a in arrays):
                     return "plan damaged"
-                if not (np.all(np.isfinite(target)) and np.all(np.isfinite(at_plan))):
+                target, at_plan, excess, capacity = arrays
+                if (capacity <= 0).any():
                     return "plan damaged"
                 anchored = saved.get("anchored_at_s")
                 plan = SocPlan(
@@ -317,6 +322,8 @@ class Balancer:
                     anchored_at_s=math.nan if anchored is None else float(anchored),
                     target_ah=target,
                     bled_at_plan_ah=at_plan,
+                    excess_ah=excess,
+                    capacity_ah=capacity,
                 )
         except (KeyError, TypeError, ValueError) as exc:
             return f"damaged ({exc})"

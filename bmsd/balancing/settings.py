@@ -73,6 +73,12 @@ class BalancingConfig:
         unit="s",
         default=1.0,
     )
+    ignore_faults: tuple[str, ...] = doc(
+        "Fault ids whose warning level does not stop bleeding (any fatal level always does): "
+        "balancing's own feedback warning (stopping would make the feedback match and toggle) "
+        "and a late control tick (a stalled loop stops refreshing, and the slaves time out)",
+        default=("balancing_feedback_mismatch", "control_loop_overrun"),
+    )
     # --- voltage strategy ---------------------------------------------------------------
     voltage_start_delta_v: float = doc(
         "voltage: start when the highest cell is this far above the lowest", unit="V", default=0.015

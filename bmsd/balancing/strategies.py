@@ -62,6 +62,18 @@ class SocPlan:
     anchored_at_s: float
     target_ah: FloatArray
     bled_at_plan_ah: FloatArray
+    excess_ah: FloatArray
+    """Charge above the reference per cell when the plan was made."""
+    capacity_ah: FloatArray
+    """Capacity per cell when the plan was made."""
+
+    def spread(self, bled_ah: FloatArray) -> float:
+        """The imbalance left: the planned excess minus what has been bled, over capacity.
+
+        The estimator does not see the bleed, so this (not its live, noisy SOC) is the figure
+        that falls as balancing works."""
+        left = np.maximum(0.0, self.excess_ah - (bled_ah - self.bled_at_plan_ah))
+        return float((left / self.capacity_ah).max())
 
     def remaining_ah(self, bled_ah: FloatArray) -> FloatArray:
         left = self.target_ah - (bled_ah - self.bled_at_plan_ah)
@@ -238,14 +250,20 @@ class SocBased:
                 return _nothing(count, "no SOC estimate yet"), memory
         else:
             excess = excess_ah(soc, capacity, self._alignment)
-            share = excess / capacity
-            spread = float(share.max())
+            spread = float((excess / capacity).max())
             certain = bool(np.all(soc_std <= self._max_std))
             if plan_done and (plan is None or fresh_anchor) and certain:
                 if spread >= self._start:
                     target = excess - self._stop * capacity
                     target = np.where(target > _MIN_AH, target, 0.0)
-                    plan = SocPlan(view.now_s, view.anchored_at_s, target, view.bled_ah.copy())
+                    plan = SocPlan(
+                        view.now_s,
+                        view.anchored_at_s,
+                        target,
+                        view.bled_ah.copy(),
+                        excess,
+                        np.asarray(capacity, dtype=np.float64).copy(),
+                    )
                     remaining = plan.remaining_ah(view.bled_ah)
                     planned_now = True
                 elif plan is not None:
@@ -256,6 +274,8 @@ class SocBased:
                 reason = f"SOC uncertainty {worst:.1%} above {self._max_std:.1%}: no plan"
                 return _nothing(count, reason, spread), memory
         memory = replace(memory, plan=plan)
+        if plan is not None:
+            spread = plan.spread(view.bled_ah)
         wanted = remaining > 0.0
         if wanted.any():
             word = "new plan" if planned_now else "plan"

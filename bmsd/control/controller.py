@@ -99,9 +99,8 @@ class Controller:
                 config.acquisition.module_timeout_s,
                 feedback_available=balancing_feedback,
             )
-        # Balancing's own feedback warning must not stop balancing (it would then "clear" by
-        # matching an all-off command and toggle): every other warning or fatal fault does.
-        self._balancing_own_faults = frozenset(
+        # Warnings that do not stop bleeding (config); a fatal level always does.
+        self._balancing_ignored = frozenset(config.balancing.ignore_faults) | frozenset(
             fault_id
             for fault_id, spec in self._table.items()
             if spec.quantity == "balancing_mismatch_modules"
@@ -238,8 +237,8 @@ class Controller:
         blocking = tuple(
             level.key
             for level in self._faults.active()
-            if level.level >= FaultLevel.WARNING
-            and level.fault_id not in self._balancing_own_faults
+            if level.level is FaultLevel.FATAL
+            or (level.level is FaultLevel.WARNING and level.fault_id not in self._balancing_ignored)
         )
         state = self.balancer.step(
             now,

@@ -149,10 +149,12 @@ def test_soc_plan_counts_bled_charge_and_waits_for_a_new_anchor() -> None:
     decision, memory = strategy.decide(soc_view([0.50, 0.53], bled=[0.0, 1.8]), memory)
     assert decision.remaining_ah.tolist() == pytest.approx([0.0, 1.0])
     assert decision.wanted.tolist() == [False, True]
+    # The published imbalance falls with the Ah bled: 3 Ah − 1.8 Ah of 100 Ah.
+    assert decision.spread == pytest.approx(0.012)
     # All bled: done, and not re-planned from the same (outdated) estimate.
     decision, memory = strategy.decide(soc_view([0.50, 0.53], bled=[0.0, 2.8]), memory)
     assert not decision.wanted.any() and not decision.needed
-    assert "next anchor" in decision.reason
+    assert "balanced" in decision.reason and decision.spread == pytest.approx(0.002)
     # A new anchor whose estimate still shows an imbalance makes a new plan on top.
     decision, memory = strategy.decide(soc_view([0.50, 0.52], bled=[0.0, 2.8], anchor=99.0), memory)
     assert memory.plan is not None and memory.plan.anchored_at_s == 99.0
