@@ -75,9 +75,10 @@ class BalancingConfig:
     )
     ignore_faults: tuple[str, ...] = doc(
         "Fault ids whose warning level does not stop bleeding (any fatal level always does): "
-        "balancing's own feedback warning (stopping would make the feedback match and toggle) "
-        "and a late control tick (a stalled loop stops refreshing, and the slaves time out)",
-        default=("balancing_feedback_mismatch", "control_loop_overrun"),
+        "balancing's own feedback warning (stopping would make the feedback match and toggle), "
+        "a late control tick (a stalled loop stops refreshing, and the slaves time out) and the "
+        "cell voltage spread (the imbalance balancing removes)",
+        default=("balancing_feedback_mismatch", "control_loop_overrun", "cell_voltage_spread"),
     )
     # --- voltage strategy ---------------------------------------------------------------
     voltage_start_delta_v: float = doc(
