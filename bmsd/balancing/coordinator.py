@@ -224,10 +224,12 @@ class Balancer:
     ) -> None:
         """Keep, per module, the voltages of the last tick its cells did not bleed."""
         per_module = self._topology.cells_per_module
-        quiet_module = ~(feedback | self._command).reshape(-1, per_module).any(axis=1)
+        quiet_module = np.asarray(
+            ~(feedback | self._command).reshape(-1, per_module).any(axis=1), dtype=np.bool_
+        )
         if self.config.measure_window_s <= 0.0:
             # No measurement windows configured: the live voltages (with the bleed drop).
-            quiet_module[:] = True
+            quiet_module = np.ones_like(quiet_module)
         quiet = np.repeat(quiet_module, per_module) & fresh_cells
         valid = np.asarray(snapshot.cell_voltage_valid, dtype=np.bool_)
         self._clean_v = np.where(quiet, snapshot.cell_voltage_v, self._clean_v)

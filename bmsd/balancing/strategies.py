@@ -14,9 +14,9 @@ temperature, duty cycle, heat budget) that :mod:`bmsd.balancing.conditions` appl
 - ``soc``: from the estimator's per-cell SOC and capacity, plans the charge (Ah) each cell
   holds above the reference (the cell with the most room to full, or the emptiest), and bleeds
   it by counting Ah. It works inside LFP's flat plateau, where voltages cannot see the
-  imbalance. The estimator does not see bleed currents, so a finished plan is not re-planned
-  from the same (now outdated) estimate: a new plan needs a new estimator anchor (a full
-  charge, an empty, a relaxed OCV reading) since the last one.
+  imbalance. The estimator does not see bleed currents, so its SOC is only fresh again after
+  an anchor (a full charge, an empty, a relaxed OCV reading): each new anchor replaces the plan,
+  and a finished plan is not re-planned from the same (now outdated) estimate.
 """
 
 from __future__ import annotations
@@ -252,8 +252,11 @@ class SocBased:
             excess = excess_ah(soc, capacity, self._alignment)
             spread = float((excess / capacity).max())
             certain = bool(np.all(soc_std <= self._max_std))
-            if plan_done and (plan is None or fresh_anchor) and certain:
-                if spread >= self._start:
+            # A new anchor is fresh information that already includes all bleeding so far:
+            # it replaces the plan (done or not). Without one, a finished plan waits.
+            if (plan is None or fresh_anchor) and certain:
+                in_progress = not plan_done
+                if spread >= self._start or (in_progress and spread > self._stop):
                     target = excess - self._stop * capacity
                     target = np.where(target > _MIN_AH, target, 0.0)
                     plan = SocPlan(
@@ -267,8 +270,15 @@ class SocBased:
                     remaining = plan.remaining_ah(view.bled_ah)
                     planned_now = True
                 elif plan is not None:
-                    # Checked against a new anchor and found balanced: mark it seen.
-                    plan = replace(plan, anchored_at_s=view.anchored_at_s)
+                    # Checked against a new anchor and found balanced: nothing left to bleed.
+                    plan = replace(
+                        plan,
+                        anchored_at_s=view.anchored_at_s,
+                        target_ah=np.zeros(count),
+                        bled_at_plan_ah=view.bled_ah.copy(),
+                        excess_ah=excess,
+                    )
+                    remaining = np.zeros(count)
             elif plan is None and not certain:
                 worst = float(soc_std.max())
                 reason = f"SOC uncertainty {worst:.1%} above {self._max_std:.1%}: no plan"

@@ -161,6 +161,21 @@ def test_soc_plan_counts_bled_charge_and_waits_for_a_new_anchor() -> None:
     assert decision.remaining_ah.tolist() == pytest.approx([0.0, 1.8])
 
 
+def test_a_new_anchor_replaces_a_plan_in_progress() -> None:
+    strategy = SocBased(CONFIG)
+    _, memory = strategy.decide(soc_view([0.50, 0.53]), Memory())
+    # Mid-plan, the anchored estimate (which includes the 1 Ah bled) shows 1.5 % left.
+    decision, memory = strategy.decide(soc_view([0.50, 0.515], bled=[0.0, 1.0], anchor=7.0), memory)
+    assert decision.remaining_ah.tolist() == pytest.approx([0.0, 1.3])
+    # Below the start spread but above the stop spread, a plan in progress keeps going ...
+    decision, memory = strategy.decide(soc_view([0.50, 0.505], bled=[0.0, 1.0], anchor=8.0), memory)
+    assert decision.remaining_ah.tolist() == pytest.approx([0.0, 0.3])
+    # ... and at the stop spread it ends.
+    decision, memory = strategy.decide(soc_view([0.50, 0.502], bled=[0.0, 1.3], anchor=9.0), memory)
+    assert not decision.wanted.any() and memory.plan is not None
+    assert memory.plan.anchored_at_s == 9.0
+
+
 def test_soc_plan_survives_a_missing_estimate() -> None:
     strategy = SocBased(CONFIG)
     _, memory = strategy.decide(soc_view([0.50, 0.53]), Memory())
