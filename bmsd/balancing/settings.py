@@ -113,7 +113,7 @@ class BalancingConfig:
     soc_start_spread: float = doc(
         "soc: make a plan when some cell holds more than this share of its capacity above "
         "the reference",
-        default=0.01,
+        default=0.005,
     )
     soc_stop_spread: float = doc(
         "soc: bleed each cell down to this share of its capacity above the reference",

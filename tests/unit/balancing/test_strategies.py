@@ -1,7 +1,7 @@
 """Each strategy's decisions on tables of cell states, at every threshold and hysteresis edge.
 
 Defaults (BalancingConfig): voltage start 15 mV, stop 5 mV, lowest cell ≥ 3.300 V; top from
-3.400 V (off again below 3.390 V), cells > 10 mV above the lowest; soc plan above 1 % of
+3.400 V (off again below 3.390 V), cells > 10 mV above the lowest; soc plan above 0.5 % of
 capacity, bleed down to 0.2 %, only from estimates with σ ≤ 3 %.
 """
 
@@ -118,9 +118,9 @@ def soc_view(
 @pytest.mark.parametrize(
     ("soc", "std", "planned", "targets_ah"),
     [
-        # Start edge: a cell exactly 1 % above the reference plans (down to 0.2 %).
-        ([0.50, 0.51], 0.01, True, [0.0, 0.8]),
-        ([0.50, 0.5099], 0.01, False, None),
+        # Start edge: a cell exactly 0.5 % above the reference plans (down to 0.2 %).
+        ([0.50, 0.505], 0.01, True, [0.0, 0.3]),
+        ([0.50, 0.5049], 0.01, False, None),
         # Cells within the stop spread get nothing even in a plan.
         ([0.50, 0.502, 0.53], 0.01, True, [0.0, 0.0, 2.8]),
         # Uncertainty edge: σ exactly 3 % plans, above does not.
@@ -168,8 +168,8 @@ def test_a_new_anchor_replaces_a_plan_in_progress() -> None:
     decision, memory = strategy.decide(soc_view([0.50, 0.515], bled=[0.0, 1.0], anchor=7.0), memory)
     assert decision.remaining_ah.tolist() == pytest.approx([0.0, 1.3])
     # Below the start spread but above the stop spread, a plan in progress keeps going ...
-    decision, memory = strategy.decide(soc_view([0.50, 0.505], bled=[0.0, 1.0], anchor=8.0), memory)
-    assert decision.remaining_ah.tolist() == pytest.approx([0.0, 0.3])
+    decision, memory = strategy.decide(soc_view([0.50, 0.504], bled=[0.0, 1.0], anchor=8.0), memory)
+    assert decision.remaining_ah.tolist() == pytest.approx([0.0, 0.2])
     # ... and at the stop spread it ends.
     decision, memory = strategy.decide(soc_view([0.50, 0.502], bled=[0.0, 1.3], anchor=9.0), memory)
     assert not decision.wanted.any() and memory.plan is not None
