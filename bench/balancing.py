@@ -64,6 +64,7 @@ from bmsd.sim.pack import SimulatedPack  # noqa: E402
 MODULES, CELLS, TEMPS = 16, 24, 4
 SPREAD = 0.05
 TARGET = 0.01
+MILESTONES = (0.04, 0.03, 0.02, 0.015, TARGET)
 NEVER_S = 1e12  # slave frame periods: no frames, readings go to the store directly
 
 CHEMISTRIES = {
@@ -78,6 +79,8 @@ class Result:
     chemistry: str
     strategy: str
     days_to_target: float | None
+    milestones: dict[float, tuple[float, float]]
+    """Imbalance threshold -> (days, kWh bled) when the imbalance first fell below it."""
     final_spread: float
     energy_kwh: float
     bled_ah: float
@@ -185,6 +188,7 @@ def run_case(
     sender = BalancingSender(config.balancing, topology, encoder)
     energy_wh = 0.0
     reached: float | None = None
+    milestones: dict[float, tuple[float, float]] = {}
     started = time.perf_counter()
     ticks = int(days * 86_400.0 / tick_s)
     for counter in range(1, ticks + 1):
@@ -214,13 +218,18 @@ def run_case(
                 f"{'' if bal is None else bal.reason[:90]}",
                 flush=True,
             )
-        if reached is None and imbalance(pack) < TARGET:
+        spread = imbalance(pack)
+        for threshold in MILESTONES:
+            if threshold not in milestones and spread < threshold:
+                milestones[threshold] = (now / 86_400.0, energy_wh / 1000.0)
+        if spread < TARGET:
             reached = now / 86_400.0
             break
     return Result(
         chemistry=chemistry,
         strategy=strategy,
         days_to_target=reached,
+        milestones=milestones,
         final_spread=imbalance(pack),
         energy_kwh=energy_wh / 1000.0,
         bled_ah=float(pack.bled_ah.sum()),
@@ -296,13 +305,26 @@ def main() -> None:
         )
     for chem in chemistries:
         soc, volt = by_key[(chem, "soc")], by_key[(chem, "voltage")]
-        time_ratio = "n/a"
-        if soc.days_to_target is not None:
-            bound = "<= " if volt.days_to_target is None else ""
-            volt_days = volt.days_to_target or volt.days_run
-            time_ratio = f"{bound}{soc.days_to_target / volt_days:.2f}"
-        energy = soc.energy_kwh / volt.energy_kwh if volt.energy_kwh > 0 else math.inf
-        print(f"{chem}: soc/voltage time {time_ratio}, energy {energy:.2f}")
+        print(f"\n{chem}: days and kWh bled until the imbalance first fell below each level")
+        print(
+            f"{'below':>6} {'soc days':>9} {'soc kWh':>8} {'volt days':>9} {'volt kWh':>9} "
+            f"{'time ratio':>11} {'energy ratio':>13}"
+        )
+        for threshold in MILESTONES:
+            a, b = soc.milestones.get(threshold), volt.milestones.get(threshold)
+            cells = [_mark(a, soc), _mark(b, volt)]
+            ratios = "n/a".rjust(11) + " " + "n/a".rjust(13)
+            if a is not None and b is not None:
+                ratios = f"{a[0] / b[0]:11.2f} {a[1] / b[1]:13.2f}"
+            elif a is not None:
+                ratios = f"{'<= ' + format(a[0] / volt.days_run, '.2f'):>11} {'n/a':>13}"
+            print(f"{threshold:6.1%} {cells[0]} {cells[1]} {ratios}")
+
+
+def _mark(milestone: tuple[float, float] | None, result: Result) -> str:
+    if milestone is None:
+        return f"{'> ' + format(result.days_run, '.1f'):>9} {'-':>8}"
+    return f"{milestone[0]:9.2f} {milestone[1]:8.2f}"
 
 
 if __name__ == "__main__":
