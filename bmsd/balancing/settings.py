@@ -110,6 +110,11 @@ class BalancingConfig:
         "balancing) or at the bottom (all empty at once)",
         default="top",
     )
+    soc_reference_quantile: float = doc(
+        "soc: the reference is this quantile of the cells (1: the extreme cell). Below 1, the "
+        "noise of many SOC estimates does not inflate every cell's excess (less over-bleeding)",
+        default=1.0,
+    )
     soc_start_spread: float = doc(
         "soc: make a plan when some cell holds more than this share of its capacity above "
         "the reference",
@@ -193,6 +198,8 @@ class BalancingConfig:
             )
         if not 0.0 <= self.soc_stop_spread < self.soc_start_spread <= 0.5:
             problems.append(("soc_start_spread", "must be above soc_stop_spread and at most 0.5"))
+        if not 0.5 <= self.soc_reference_quantile <= 1.0:
+            problems.append(("soc_reference_quantile", "must be between 0.5 and 1"))
         if not 0.0 < self.soc_max_std <= 0.5:
             problems.append(("soc_max_std", "must be above 0 and at most 0.5"))
         for key in ("voltage_min_cell_v", "top_start_cell_v"):

@@ -207,18 +207,24 @@ class TopBalancing:
         return decision, replace(memory, active=True)
 
 
-def excess_ah(soc: FloatArray, capacity_ah: FloatArray, alignment: str) -> FloatArray:
-    """Charge each cell holds above the reference cell, Ah.
+def excess_ah(
+    soc: FloatArray, capacity_ah: FloatArray, alignment: str, quantile: float = 1.0
+) -> FloatArray:
+    """Charge each cell holds above the reference, Ah (never negative).
 
     ``top``: the reference is the cell with the most room to full, so after bleeding the
     excess every cell reaches full together. ``bottom``: the reference is the cell holding the
-    least charge, so every cell reaches empty together.
+    least charge, so every cell reaches empty together. With ``quantile`` below 1 the
+    reference is that quantile of the cells instead of the extreme one: the extreme of many
+    noisy estimates is biased by the noise, and every cell would be over-bled by the bias.
     """
     if alignment == "top":
         room_ah = (1.0 - soc) * capacity_ah
-        return np.asarray(room_ah.max() - room_ah, dtype=np.float64)
+        return np.asarray(np.maximum(0.0, np.quantile(room_ah, quantile) - room_ah), np.float64)
     charge_ah = soc * capacity_ah
-    return np.asarray(charge_ah - charge_ah.min(), dtype=np.float64)
+    return np.asarray(
+        np.maximum(0.0, charge_ah - np.quantile(charge_ah, 1.0 - quantile)), np.float64
+    )
 
 
 class SocBased:
@@ -231,6 +237,7 @@ class SocBased:
         self._start = config.soc_start_spread
         self._stop = config.soc_stop_spread
         self._max_std = config.soc_max_std
+        self._quantile = config.soc_reference_quantile
 
     def decide(self, view: CellView, memory: Memory) -> tuple[Decision, Memory]:
         count = view.voltage_v.size
@@ -249,7 +256,7 @@ class SocBased:
             if plan is None:
                 return _nothing(count, "no SOC estimate yet"), memory
         else:
-            excess = excess_ah(soc, capacity, self._alignment)
+            excess = excess_ah(soc, capacity, self._alignment, self._quantile)
             spread = float((excess / capacity).max())
             certain = bool(np.all(soc_std <= self._max_std))
             # A new anchor is fresh information that already includes all bleeding so far:

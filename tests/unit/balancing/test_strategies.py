@@ -101,6 +101,16 @@ def test_excess_top_and_bottom_alignment() -> None:
     assert excess_ah(soc, capacity, "bottom").tolist() == pytest.approx([0.0, 10.0, 16.0])
 
 
+def test_excess_quantile_reference_is_never_negative() -> None:
+    soc = np.array([0.0, 0.1, 0.2, 0.3, 0.4])
+    capacity = np.full(5, 100.0)
+    # Top, quantile 0.75 of the rooms (100, 90, 80, 70, 60 Ah) is 90 Ah: the emptiest cell
+    # (above the reference) bleeds nothing.
+    assert excess_ah(soc, capacity, "top", 0.75).tolist() == pytest.approx([0, 0, 10, 20, 30])
+    # Bottom, quantile 0.25 of the charges (0 ... 40 Ah) is 10 Ah.
+    assert excess_ah(soc, capacity, "bottom", 0.75).tolist() == pytest.approx([0, 0, 10, 20, 30])
+
+
 def soc_view(
     soc: list[float], *, std: float = 0.01, bled: list[float] | None = None, anchor: float = 5.0
 ) -> CellView:
