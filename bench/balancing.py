@@ -19,6 +19,7 @@ over 5 % (shuffled). Energy bled = Σ cell voltage × bleed current × time.
 
     .venv/bin/python bench/balancing.py                   # 0.1 A, up to 30 days per case
     .venv/bin/python bench/balancing.py --bleed 0.2 --days 20 --chemistry LFP
+    .venv/bin/python bench/balancing.py --set balancing.soc_reference_quantile=0.9
 
 Figures are printed; nothing is asserted.
 """
@@ -127,6 +128,7 @@ def run_case(
     days: float,
     tick_s: float,
     trace_every_s: float = 0.0,
+    extra: tuple[str, ...] = (),
 ) -> Result:
     cell_file, protection, limits_file, capacity_ah, nominal_v = CHEMISTRIES[chemistry]
     state_dir = tempfile.mkdtemp(prefix="bmsd-bench-balancing-")
@@ -167,7 +169,7 @@ def run_case(
     if chemistry == "NMC":
         # The voltage strategy's floor is a chemistry value (LibreSolar: NMC ≥ 3.80 V).
         overrides += ("balancing.voltage_min_cell_v=3.8", "balancing.top_start_cell_v=4.0")
-    config = load_config(ROOT / "etc" / "sim.toml", overrides)
+    config = load_config(ROOT / "etc" / "sim.toml", overrides + extra)
     topology = Topology.from_config(config.pack)
     protocol = load_protocol(config.path(config.acquisition.protocol))
     day = EssDayCycle(charge_current_a=0.3 * capacity_ah, discharge_current_a=0.16 * capacity_ah)
@@ -258,7 +260,7 @@ def _feed(store: ReadingStore, pack: Any, voltage: Any, now: float, rng: Any) ->
     store.apply(ContactorFeedback(pack.minus_closed, pack.plus_closed, pack.precharge_closed, now))
 
 
-def _case(args: tuple[str, str, float, float, float, float]) -> Result:
+def _case(args: tuple[str, str, float, float, float, float, tuple[str, ...]]) -> Result:
     return run_case(*args)
 
 
@@ -278,12 +280,19 @@ def main() -> None:
     parser.add_argument("--chemistry", choices=("LFP", "NMC", "both"), default="both")
     parser.add_argument("--jobs", type=int, default=2, help="cases run in parallel")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for every case, e.g. balancing.soc_reference_quantile=0.9",
+    )
+    parser.add_argument(
         "--trace", type=float, default=0.0, help="print each case's state every N hours"
     )
     args = parser.parse_args()
     chemistries = ("LFP", "NMC") if args.chemistry == "both" else (args.chemistry,)
     cases = [
-        (chem, strategy, args.bleed, args.days, args.tick, args.trace * 3600.0)
+        (chem, strategy, args.bleed, args.days, args.tick, args.trace * 3600.0, tuple(args.set))
         for chem in chemistries
         for strategy in ("soc", "voltage")
     ]
