@@ -23,6 +23,8 @@ import can
 from bmsd.acquisition.ingest import Ingest
 from bmsd.acquisition.store import ReadingStore
 from bmsd.acquisition.urgent import UrgentCheck
+from bmsd.balancing.commands import BalancingSender
+from bmsd.balancing.coordinator import STATE_FILE as BALANCING_FILE
 from bmsd.canbus.bus import CanInterface
 from bmsd.canbus.codec import FrameDecoder, FrameEncoder
 from bmsd.canbus.protocol import Protocol, load_protocol
@@ -106,6 +108,7 @@ class Daemon:
         # Act first: the contactor command leaves before the (fsync-ing) persistence of the
         # same tick, so writing the latch never delays opening.
         self.loop.on_tick += [self._send_contactor_command, self._persist]
+        self._balancing_hook()
         self.inverters = self._build_inverters()
         self.notifier = ServiceNotifier(config.service.status_interval_s)
         self._reload_task: asyncio.Task[bool] | None = None
@@ -265,6 +268,41 @@ class Daemon:
             )
         self.notifier.ready("running, waiting for the first tick")
 
+    # -- balancing (commands to the slaves, bled Ah persisted) ------------------------------
+
+    def _balancing_hook(self) -> None:
+        """Send balancing commands after each tick and keep the bled Ah across restarts."""
+        balancer = self.controller.balancer
+        if balancer is None:
+            return
+        path = self.state_dir / BALANCING_FILE
+        reason = balancer.load(path)
+        if reason and reason != "no state file yet":
+            log.warning("balancing state %s not used (%s): counters start at 0", path, reason)
+        has_command = self.protocol.mapping.modules.balancing_command is not None
+        sender = BalancingSender(balancer.config, self.topology, self.encoder)
+        if not has_command:
+            log.warning("the slave protocol has no balancing command: balancing only plans")
+
+        def on_tick(state: PackState) -> None:
+            if has_command:
+                bus = self.buses[self.config.acquisition.bus]
+                for frame in sender.frames(state.balancing, state.time_s):
+                    bus.send(frame)
+            if balancer.save_due(state.time_s):
+                self._save_balancing(path)
+
+        self.loop.on_tick.append(on_tick)
+
+    def _save_balancing(self, path: Path) -> None:
+        balancer = self.controller.balancer
+        if balancer is None:
+            return
+        try:
+            balancer.save(path)
+        except OSError as exc:
+            log.error("cannot save the balancing state to %s: %s", path, exc)
+
     def request_stop(self) -> None:
         if self.stop_event is not None:
             self.stop_event.set()
@@ -396,6 +434,8 @@ class Daemon:
                 self.metrics.stop()
             if self.modbus is not None:
                 await self.modbus.close()
+            if self.controller.balancer is not None:
+                self._save_balancing(self.state_dir / BALANCING_FILE)
             await self.control_server.close()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
                 loop.remove_signal_handler(signum)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from bmsd.balancing.settings import BalancingConfig
 from bmsd.errors import ConfigError, ConfigIssue
 from bmsd.estimation.settings import EstimationConfig
 from bmsd.model.faults import FaultLevel
@@ -425,6 +426,17 @@ class SimFault:
 
 
 @dataclass(frozen=True, slots=True)
+class SimSocOffset:
+    """An imbalance injected into the simulated pack: one cell starts above or below the rest."""
+
+    module: int = doc("Module index (0-based, series order)")
+    cell: int = doc("Cell index within the module")
+    offset_pct: float = doc(
+        "SOC added to the cell's initial SOC (percentage points; negative: below)", unit="%"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class SimLoadConfig:
     """The load the simulated inverter draws or pushes (positive charges the battery)."""
 
@@ -488,9 +500,17 @@ class SimConfig:
         default=False,
     )
     faults: tuple[SimFault, ...] = doc("Faults to inject", default=())
+    soc_offsets: tuple[SimSocOffset, ...] = doc(
+        "Cells that start with an SOC offset (an imbalance for balancing to remove), on top of "
+        "the random soc_spread_pct",
+        default=(),
+    )
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
+        for index, offset in enumerate(self.soc_offsets):
+            if not -100.0 < offset.offset_pct < 100.0:
+                problems.append((f"soc_offsets[{index}].offset_pct", "must be within ±100 %"))
         if not 0.0 <= self.initial_soc <= 1.0:
             problems.append(("initial_soc", "must be between 0 and 1"))
         problems += must_be_positive(
@@ -689,6 +709,7 @@ class Config:
     protection: ProtectionConfig = doc("Safe operating area and diagnostics")
     limits: LimitsConfig = doc_factory("Charge and discharge limits", LimitsConfig)
     estimation: EstimationConfig = doc_factory("SOC/SOH estimation", EstimationConfig)
+    balancing: BalancingConfig = doc_factory("Cell balancing", BalancingConfig)
     control: ControlConfig = doc_factory("Control loop", ControlConfig)
     state: StateConfig = doc_factory("Persistent state", StateConfig)
     logging: LoggingConfig = doc_factory("Logging", LoggingConfig)
@@ -744,7 +765,20 @@ class Config:
                 problems.append(
                     (f"sim.faults[{index}].cell", f"must be below {self.pack.cells_per_module}")
                 )
+        # Judged only on a valid pack shape (a broken one is reported under [pack]).
+        pack_valid = n_modules >= 1 and self.pack.cells_per_module >= 1
+        for index, offset in enumerate(self.sim.soc_offsets if pack_valid else ()):
+            if not 0 <= offset.module < n_modules:
+                problems.append((f"sim.soc_offsets[{index}].module", f"must be below {n_modules}"))
+            if not 0 <= offset.cell < self.pack.cells_per_module:
+                problems.append(
+                    (
+                        f"sim.soc_offsets[{index}].cell",
+                        f"must be below {self.pack.cells_per_module}",
+                    )
+                )
         problems.extend(self._limits_inside_faults())
+        problems.extend(self._balancing_reachable())
         low, high = self.acquisition.cell_voltage_range_v
         for fault_id, spec in self.protection.faults.items():
             if spec.quantity not in ("cell_voltage_max_v", "cell_voltage_min_v"):
@@ -793,6 +827,30 @@ class Config:
                             f"protection.faults.{fault_id} ({threshold:g} V)",
                         )
                     )
+        return problems
+
+    def _balancing_reachable(self) -> list[tuple[str, str]]:
+        """Balancing thresholds the dynamic CVL lets the cells reach: a threshold at or above
+        the charge voltage would never be reached once CVL holds the highest cell there."""
+        problems: list[tuple[str, str]] = []
+        balancing, charge_v = self.balancing, self.limits.cell_charge_voltage_v
+        uses_top = balancing.strategy == "top" or balancing.hold_charge_current_a > 0.0
+        if uses_top and balancing.top_start_cell_v >= charge_v:
+            problems.append(
+                (
+                    "balancing.top_start_cell_v",
+                    f"{balancing.top_start_cell_v:g} V must lie below limits.cell_charge_voltage_v "
+                    f"({charge_v:g} V), where the dynamic CVL holds the highest cell",
+                )
+            )
+        if balancing.strategy == "voltage" and balancing.voltage_min_cell_v >= charge_v:
+            problems.append(
+                (
+                    "balancing.voltage_min_cell_v",
+                    f"{balancing.voltage_min_cell_v:g} V must lie below "
+                    f"limits.cell_charge_voltage_v ({charge_v:g} V)",
+                )
+            )
         return problems
 
     def path(self, value: str) -> Path:

@@ -11,20 +11,23 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from bmsd.acquisition.snapshot import SnapshotBuilder
 from bmsd.acquisition.store import ReadingStore
+from bmsd.balancing.coordinator import Balancer
+from bmsd.canbus.protocol import load_protocol
 from bmsd.config import Config
 from bmsd.control.supervision import ExternalInputs
 from bmsd.estimation.estimator import Estimator
+from bmsd.model.balancing import BalancingState
 from bmsd.model.bms import Answer, BmsMode, ContactorCommand, Reply, Request
 from bmsd.model.cell import CellModel
 from bmsd.model.estimates import Estimates
 from bmsd.model.events import Event
-from bmsd.model.faults import FaultEvent, FaultState
+from bmsd.model.faults import FaultEvent, FaultLevel, FaultState
 from bmsd.model.snapshot import PackSnapshot
 from bmsd.model.state import PackState, TickTiming
 from bmsd.model.topology import Topology
@@ -60,9 +63,12 @@ class Controller:
         start_s: float,
         cell: CellModel | None = None,
         external: ExternalInputs | None = None,
+        *,
+        balancing_feedback: bool = True,
     ) -> None:
         """``cell``: the cell model; with it the SOC/SOH estimator runs in every tick.
-        ``external``: supervision inputs from the publishers (EMS heartbeat, inverter)."""
+        ``external``: supervision inputs from the publishers (EMS heartbeat, inverter).
+        ``balancing_feedback``: the slaves report which cells bleed (protocol file)."""
         self.external = external if external is not None else ExternalInputs()
         self.cell_capacity_ah = cell_capacity_ah
         self._config = config
@@ -87,6 +93,21 @@ class Controller:
                 strings=topology.strings,
             )
         self._estimates: Estimates | None = None
+        self.balancer: Balancer | None = None
+        if config.balancing.strategy != "none":
+            self.balancer = Balancer(
+                config.balancing,
+                topology,
+                config.acquisition.module_timeout_s,
+                feedback_available=balancing_feedback,
+            )
+        # Warnings that do not stop bleeding (config); a fatal level always does.
+        self._balancing_ignored = frozenset(config.balancing.ignore_faults) | frozenset(
+            fault_id
+            for fault_id, spec in self._table.items()
+            if spec.quantity == "balancing_mismatch_modules"
+        )
+        self._balancing_mismatch = 0
         self._pack_capacity_ah = cell_capacity_ah * topology.cells_in_parallel * topology.strings
         self._tick = 0
         self._mismatch_since: float | None = None
@@ -105,7 +126,9 @@ class Controller:
         closed loop all build it this way)."""
         cell = CellModel.load(config.path(config.pack.cell_file))
         capacity_ah = config.pack.cell_capacity_ah or cell.info.capacity_ah
-        return cls(config, topology, store, capacity_ah, start_s, cell)
+        protocol = load_protocol(config.path(config.acquisition.protocol))
+        feedback = protocol.mapping.modules.balancing_feedback is not None
+        return cls(config, topology, store, capacity_ah, start_s, cell, balancing_feedback=feedback)
 
     @property
     def tick(self) -> int:
@@ -164,19 +187,25 @@ class Controller:
         )
         machine = self._machine
         self._estimates = self._estimate(snapshot, now)
+        balancing = self._balance(snapshot, now, machine.mode, data_ok)
         reaction = fault_reaction(self._faults, self._table, self._config.limits)
-        limits = self._limits.step(
-            inputs_from_snapshot(
-                snapshot,
-                series_cells=self._topology.cells_per_string,
-                contactors_closed=machine.mode is BmsMode.CLOSED,
-                charge_fault_factor=reaction.charge_factor,
-                discharge_fault_factor=reaction.discharge_factor,
-                fault_reason=reaction.reason,
-                data_ok=data_ok,
-                soc=None if self._estimates is None else self._estimates.pack_soc,
-            )
+        limit_inputs = inputs_from_snapshot(
+            snapshot,
+            series_cells=self._topology.cells_per_string,
+            contactors_closed=machine.mode is BmsMode.CLOSED,
+            charge_fault_factor=reaction.charge_factor,
+            discharge_fault_factor=reaction.discharge_factor,
+            fault_reason=reaction.reason,
+            data_ok=data_ok,
+            soc=None if self._estimates is None else self._estimates.pack_soc,
         )
+        if balancing is not None and balancing.charge_hold_a is not None:
+            limit_inputs = replace(
+                limit_inputs,
+                balancing_charge_a=balancing.charge_hold_a,
+                balancing_reason="balancing near the top of charge: held so bleeding can finish",
+            )
+        limits = self._limits.step(limit_inputs)
         events = self._source_events(snapshot)
         _note_mode_change(mode_changes, before.mode, machine.mode, machine.reason, now)
         events.extend(mode_changes)
@@ -195,10 +224,34 @@ class Controller:
             data_ok=data_ok,
             limits=limits,
             estimates=self._estimates,
+            balancing=balancing,
         )
         return state, events
 
     # -- pieces of the tick ------------------------------------------------------------------
+
+    def _balance(
+        self, snapshot: PackSnapshot, now: float, mode: BmsMode, data_ok: bool
+    ) -> BalancingState | None:
+        """One balancing step (after estimation, before limits: the hold feeds the CCL)."""
+        if self.balancer is None:
+            return None
+        blocking = tuple(
+            level.key
+            for level in self._faults.active()
+            if level.level is FaultLevel.FATAL
+            or (level.level is FaultLevel.WARNING and level.fault_id not in self._balancing_ignored)
+        )
+        state = self.balancer.step(
+            now,
+            snapshot,
+            self._estimates,
+            mode=mode,
+            blocking_faults=blocking,
+            data_ok=data_ok,
+        )
+        self._balancing_mismatch = state.feedback_mismatch_modules
+        return state
 
     def _estimate(self, snapshot: PackSnapshot, now: float) -> Estimates | None:
         """One estimator step; until it has a starting point, start it from OCV when it can."""
@@ -232,8 +285,9 @@ class Controller:
         fault_events: list[FaultEvent],
     ) -> Reply:
         if command.request in (Request.BALANCING_ON, Request.BALANCING_OFF):
-            # Answered by the balancing coordinator once one is configured.
-            return Reply(command.request, Answer.ILLEGAL, "no balancing configured")
+            if self.balancer is None:
+                return Reply(command.request, Answer.ILLEGAL, "no balancing configured")
+            return self.balancer.answer(command.request)
         reset_cleared = False
         if command.request is Request.RESET:
             before = len(self._faults.latched())
@@ -307,6 +361,7 @@ class Controller:
             state_file_damaged=self._consume_damage_flag(),
             implausible_recent_ticks=len(window),
             external=self.external.values(now),
+            balancing_mismatch_modules=self._balancing_mismatch,
         )
 
     def _consume_damage_flag(self) -> bool:

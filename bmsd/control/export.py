@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bmsd.model.balancing import BalancingState
 from bmsd.model.events import Event
 from bmsd.model.faults import FaultEvent
 from bmsd.model.limits import LIMIT_KINDS, LIMIT_UNITS, Limits
@@ -68,7 +69,54 @@ def state_record(state: PackState) -> dict[str, Any]:
             for t, ok in zip(snap.temp_c, snap.temp_valid, strict=True)
         ],
         "module_age_s": [_num(float(a), 3) for a in snap.module_age_s],
+        "balancing": balancing_record(state.balancing),
     }
+
+
+def balancing_record(balancing: BalancingState | None) -> dict[str, Any] | None:
+    """What balancing does: which cells bleed, the Ah bled per cell, the imbalance left."""
+    if balancing is None:
+        return None
+    return {
+        "strategy": balancing.strategy,
+        "enabled": balancing.enabled,
+        "active": balancing.active,
+        "reason": balancing.reason,
+        "bleeding": [int(i) for i in balancing.bleeding.nonzero()[0]],
+        "bled_ah": [round(float(v), 6) for v in balancing.bled_ah],
+        "spread": _num(balancing.spread, 6),
+        "spread_unit": balancing.spread_unit,
+        "feedback_mismatch_modules": balancing.feedback_mismatch_modules,
+        "charge_hold_a": balancing.charge_hold_a,
+        "remaining_ah": None
+        if balancing.remaining_ah is None
+        else [round(float(v), 6) for v in balancing.remaining_ah],
+    }
+
+
+def balancing_text(balancing: BalancingState) -> str:
+    """One line: strategy, cells bleeding, imbalance left, Ah bled in total."""
+    if math.isnan(balancing.spread):
+        spread = "?"
+    elif balancing.spread_unit == "V":
+        spread = f"{balancing.spread * 1000:.1f}mV"
+    else:
+        spread = f"{balancing.spread * 100:.3f}%"
+    if balancing.active:
+        state = f"{balancing.bleeding_count}cells"
+    elif balancing.reason.startswith("paused"):
+        state = "paused"  # between duty cycles, measuring, or boards too warm
+    elif balancing.reason.startswith("off"):
+        state = "off"
+    else:
+        state = "idle"
+    left = ""
+    if balancing.remaining_ah is not None:
+        left = f" left={float(balancing.remaining_ah.sum()):.4f}Ah"
+    return (
+        f"bal={balancing.strategy}:{state} spread={spread}{left} "
+        f"bled={balancing.bled_total_ah:.4f}Ah"
+    )
 
 
 def limits_record(limits: Limits) -> dict[str, Any]:
@@ -95,6 +143,8 @@ def explain_text(state: PackState) -> str:
     lines = [f"mode {state.mode.value} ({state.mode_reason}), tick {state.tick}"]
     active = [level.key for level in state.faults.active()]
     lines.append(f"active faults: {', '.join(active) if active else 'none'}")
+    if state.balancing is not None:
+        lines.append(f"balancing: {balancing_text(state.balancing)} — {state.balancing.reason}")
     for kind in LIMIT_KINDS:
         lines.append(limits.explain(kind))
         top = limits.limiting(kind)
@@ -156,6 +206,8 @@ def summary_line(state: PackState, module_count: int, module_timeout_s: float) -
     temps = snap.temperature
     if temps is not None:
         parts.append(f"T={temps.min_value:.1f}..{temps.max_value:.1f}C")
+    if state.balancing is not None:
+        parts.append(balancing_text(state.balancing))
     online = int((snap.module_age_s <= module_timeout_s).sum())
     parts.append(f"modules={online}/{module_count}")
     if snap.contactors is not None:

@@ -31,3 +31,19 @@ class BalancingState:
     """Per cell: charge bled since the counters started, Ah."""
     feedback_mismatch_modules: int = 0
     """Modules whose reported balancing state differs from the command."""
+    spread: float = float("nan")
+    """The imbalance the strategy sees, in ``spread_unit`` (NaN: not known)."""
+    spread_unit: str = ""
+    """``V`` (voltage and top strategies) or ``share`` (soc: fraction of a cell's capacity)."""
+    remaining_ah: NDArray[np.float64] | None = None
+    """soc strategy: per cell, charge still to bleed under the present plan, Ah."""
+    charge_hold_a: float | None = None
+    """The charge current limit balancing holds the pack at near the top (None: no hold)."""
+
+    @property
+    def bleeding_count(self) -> int:
+        return int(np.count_nonzero(self.bleeding))
+
+    @property
+    def bled_total_ah(self) -> float:
+        return float(self.bled_ah.sum())

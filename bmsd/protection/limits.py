@@ -311,6 +311,9 @@ class LimitInputs:
     cell_voltage_min_at: str = ""
     cell_temp_min_at: str = ""
     cell_temp_max_at: str = ""
+    # Balancing holds the charge current near the top of charge so bleeding can finish.
+    balancing_charge_a: float | None = None
+    balancing_reason: str = ""
 
     def __post_init__(self) -> None:
         if self.series_cells < 1:
@@ -667,6 +670,12 @@ class LimitCalculator:
         if soc is not None:
             fraction = curve_fraction(side.soc_curve, soc)
             out.append(Contributor("soc", max_a * fraction, f"SOC {soc:.1%} allows {fraction:.0%}"))
+
+        hold_a = _known(inputs.balancing_charge_a) if charge else None
+        if hold_a is not None:
+            out.append(
+                Contributor("balancing", min(max_a, max(0.0, hold_a)), inputs.balancing_reason)
+            )
 
         if charge and _known(inputs.pack_voltage_v) is None:
             out.append(

@@ -47,6 +47,8 @@ class ProtectionInputs:
     # Supervision values from outside the pack (EMS heartbeat age, inverter keep-alive age,
     # ...), by name; see bmsd.control.supervision. A missing name reads as "cannot judge".
     external: Mapping[str, float | None] = field(default_factory=dict)
+    # Modules whose balancing feedback disagreed with the command (previous tick's judgement).
+    balancing_mismatch_modules: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +376,13 @@ QUANTITIES: tuple[Quantity, ...] = (
         "Measured current beyond the limits sent to the inverters, past the margin (the "
         "inverter ignores the battery)",
         lambda i: i.external.get("inverter_limit_excess_a"),
+    ),
+    Quantity(
+        "balancing_mismatch_modules",
+        "above",
+        "",
+        "Modules whose reported bleeding differs from the balancing command (after a grace time)",
+        lambda i: float(i.balancing_mismatch_modules),
     ),
 )
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from bmsd.acquisition.ingest import Ingest
 from bmsd.acquisition.store import ReadingStore
+from bmsd.balancing.commands import BalancingSender
 from bmsd.canbus.bus import BusStats
 from bmsd.canbus.codec import FrameDecoder, FrameEncoder
 from bmsd.canbus.protocol import load_protocol
@@ -47,6 +48,8 @@ class ClosedLoop:
         self.ingest = Ingest(FrameDecoder(self.protocol, self.topology), self.store, self.stats)
         self.encoder = FrameEncoder(self.protocol, self.topology)
         self.controller = Controller.from_config(config, self.topology, self.store, 0.0)
+        self.balancing_sender = BalancingSender(config.balancing, self.topology, self.encoder)
+        self.keep_trace = True
         self.trace = Trace()
         self._pending: list[Command] = []
         self._next_tick_s = config.control.tick_s
@@ -83,9 +86,10 @@ class ClosedLoop:
         commands, self._pending = self._pending, []
         state, events = self.controller.step(now, now, commands=commands)
         self.state = state
-        self.trace.states.append(state)
-        self.trace.events.extend(events)
-        self.trace.fault_events.extend(state.fault_events)
+        if self.keep_trace:
+            self.trace.states.append(state)
+            self.trace.events.extend(events)
+            self.trace.fault_events.extend(state.fault_events)
         if self.protocol.mapping.switchbox is not None:
             self._counter += 1
             self.pack.handle_frame(
@@ -95,3 +99,6 @@ class ClosedLoop:
                     self.config.protection.contactors.command_timeout_s,
                 )
             )
+        if self.protocol.mapping.modules.balancing_command is not None:
+            for frame in self.balancing_sender.frames(state.balancing, now):
+                self.pack.handle_frame(frame)

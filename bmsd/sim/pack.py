@@ -110,6 +110,10 @@ class SimulatedPack:
             ambient_temp_c=sim.ambient_temp_c,
             seed=sim.seed,
         )
+        for offset in sim.soc_offsets:
+            index = offset.module * topology.cells_per_module + offset.cell
+            soc = float(self.cells.soc[index]) + offset.offset_pct / 100.0
+            self.cells.set_soc(index, min(1.0, max(0.0, soc)))
         self.time_s = 0.0
         modules = topology.module_count
         self.true_current_a = 0.0

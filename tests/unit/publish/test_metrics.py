@@ -145,8 +145,14 @@ def test_values_are_those_of_the_newest_state(config: Config, state: PackState) 
         )
     assert len(got["bmsd_temperature_celsius"]) == topology.temp_count
     assert len(got["bmsd_module_data_age_seconds"]) == topology.module_count
-    # Balancing is absent until a balancing strategy reports.
-    assert "bmsd_cell_bleeding" not in got and "bmsd_balancing_active" not in got
+    # Balancing (on in etc/sim.toml): what the state's plan says, cell by cell.
+    balancing = state.balancing
+    assert balancing is not None
+    assert got["bmsd_balancing_active"][()] == float(balancing.active)
+    assert sum(got["bmsd_cell_bleeding"].values()) == float(balancing.bleeding.sum())
+    assert sum(got["bmsd_cell_bled_coulombs_total"].values()) == pytest.approx(
+        float(balancing.bled_ah.sum()) * AH_TO_C
+    )
 
 
 def test_invalid_cells_and_missing_data_are_absent_not_zero(
