@@ -277,6 +277,86 @@ ROWS: tuple[tuple[str, tuple[P, ...]], ...] = (
         ),
     ),
     (
+        "Balancing",
+        (
+            P("Balancing allowed", "stat", (Q(f"bmsd_balancing_enabled{{{I}}}", "", True),), 4, 4,
+              defaults={"mappings": [{"type": "value", "options": {
+                  "0": {"text": "off", "color": "orange"},
+                  "1": {"text": "on", "color": "green"}}}]},
+              options={"colorMode": "background"},
+              description="Balancing allowed by the configuration and the operator"),
+            P("Bleeding", "stat", (Q(f"bmsd_balancing_active{{{I}}}", "", True),), 4, 4,
+              defaults={"mappings": [{"type": "value", "options": {
+                  "0": {"text": "idle", "color": "blue"},
+                  "1": {"text": "bleeding", "color": "green"}}}]},
+              options={"colorMode": "background"}),
+            P("Cells bleeding", "stat", (
+                Q(f"bmsd_balancing_cells_bleeding{{{I}}}", "cells", True),
+            ), 4, 4),
+            P("Feedback mismatch", "stat", (
+                Q(f"bmsd_balancing_feedback_mismatch_modules{{{I}}}", "modules", True),
+            ), 4, 4, options={"colorMode": "background"},
+              description="Modules whose reported bleeding differs from the command",
+              defaults={"thresholds": {"mode": "absolute", "steps": [
+                  {"color": "green", "value": None}, {"color": "red", "value": 1}]}}),
+            P("Charge bled (total)", "stat", (
+                Q(f"sum(bmsd_cell_bled_coulombs_total{{{S}}}) / 3600", "Ah", True),
+            ), 8, 4, "amph", description="Since the daemon started"),
+            P("Cells bleeding per module", "timeseries", (
+                Q(f"sum by (string, module) (bmsd_cell_bleeding{{{S}}})",
+                  "s{{string}} m{{module}}"),
+            ), 8, 8, options={"legend": {"displayMode": "list", "placement": "bottom"}}),
+            P("Bleed current per module", "timeseries", (
+                Q(f"sum by (string, module) (rate(bmsd_cell_bled_coulombs_total{{{S}}}[{RATE}]))",
+                  "s{{string}} m{{module}}"),
+            ), 8, 8, "amp", description="Charge bled per second, summed over the module's cells"),
+            P("Charge bled per module", "timeseries", (
+                Q(f"sum by (string, module) (bmsd_cell_bled_coulombs_total{{{S}}}) / 3600",
+                  "s{{string}} m{{module}}"),
+            ), 8, 8, "amph", description="Since the daemon started"),
+            P("Most bled cells", "bargauge", (
+                Q(f"topk(8, bmsd_cell_bled_coulombs_total{{{S}}} / 3600)",
+                  "s{{string}} m{{module}} c{{cell}}", True),
+            ), 8, 8, "amph"),
+            P("Bleeding and feedback over time", "timeseries", (
+                Q(f"bmsd_balancing_cells_bleeding{{{I}}}", "cells bleeding"),
+                Q(f"bmsd_balancing_feedback_mismatch_modules{{{I}}}", "modules mismatching"),
+            ), 16, 8, description="A mismatch: a slave does not bleed as commanded (or bleeds "
+              "uncommanded)", defaults={"custom": {"axisSoftMin": 0}}),
+        ),
+    ),
+    (
+        "Publishers",
+        (
+            P("Modbus requests per second", "timeseries", (
+                Q(f"sum by (function) (rate(bmsd_modbus_requests_total{{{I}}}[{RATE}]))",
+                  "{{function}}"),
+            ), 8, 8, "reqps"),
+            P("Modbus exception responses per second", "timeseries", (
+                Q("sum by (function, exception) "
+                  f"(rate(bmsd_modbus_errors_total{{{I}}}[{RATE}]))", "{{function}} {{exception}}"),
+            ), 8, 8, "reqps", description="Exception codes: docs/modbus.md"),
+            P("Modbus connections", "timeseries", (
+                Q(f"bmsd_modbus_connections{{{I}}}", "open"),
+                Q(f"increase(bmsd_modbus_connections_refused_total{{{I}}}[{RATE}])", "refused"),
+                Q(f"increase(bmsd_modbus_connections_idle_closed_total{{{I}}}[{RATE}])",
+                  "closed idle"),
+                Q(f"increase(bmsd_modbus_writes_total{{{I}}}[{RATE}])", "writes {{result}}"),
+            ), 8, 8),
+            P("Inverter keep-alive age", "timeseries", (
+                Q(f"bmsd_inverter_keepalive_age_seconds{{{I}}}", "{{inverter}} {{profile}}"),
+            ), 8, 8, "s", description="Time since each inverter's last keep-alive or request"),
+            P("Inverter frames sent per second", "timeseries", (
+                Q("sum by (inverter, frame) "
+                  f"(rate(bmsd_inverter_frames_sent_total{{{I}}}[{RATE}]))",
+                  "{{inverter}} {{frame}}"),
+            ), 8, 8, "cps"),
+            P("Inverter requests answered per second", "timeseries", (
+                Q(f"rate(bmsd_inverter_requests_total{{{I}}}[{RATE}])", "{{inverter}}"),
+            ), 8, 8, "reqps"),
+        ),
+    ),
+    (
         "Daemon health",
         (
             P("Tick duration", "timeseries", (
@@ -394,7 +474,8 @@ def dashboard() -> dict[str, Any]:
     return {
         "uid": "bmsd-pack",
         "title": "bmsd battery",
-        "description": "bmsd: pack, limits, cells, SOC/SOH, faults, communication, daemon",
+        "description": "bmsd: pack, limits, cells, SOC/SOH, faults, communication, balancing, "
+        "publishers, daemon",
         "tags": ["bmsd", "battery", "ess"],
         "timezone": "",
         "editable": True,

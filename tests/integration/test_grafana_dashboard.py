@@ -2,8 +2,10 @@
 
 A real daemon (``bmsd run`` on the simulated pack) serves metrics on an ephemeral port; the
 Debian ``prometheus`` server, on a temporary directory and loopback only, scrapes it every
-second and loads the shipped alert rules. Each panel's PromQL, with Grafana's variables filled
-in, must return at least one series through the HTTP API; each variable query must find values.
+second and loads the shipped alert rules. A pymodbus client polls the daemon's Modbus server
+(one request in each poll reads an unmapped register, so exception series exist too). Each
+panel's PromQL, with Grafana's variables filled in, must return at least one series through the
+HTTP API; each variable query must find values.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pymodbus.client import ModbusTcpClient
 from tests_support import ROOT
 
 DASHBOARD = ROOT / "docs" / "grafana" / "bmsd.json"
@@ -31,6 +35,7 @@ RULES = ROOT / "docs" / "prometheus" / "bmsd-rules.yml"
 PROMETHEUS = shutil.which("prometheus")
 RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval becomes at a 1 s scrape interval
 SETTLE_S = 15.0  # scrapes collected before the queries run, so every rate window has data
+UNMAPPED_REGISTER = 60000  # not in the native map or SunSpec: ILLEGAL DATA ADDRESS
 
 
 def _load_generator() -> Any:
@@ -58,6 +63,21 @@ def _get(url: str) -> Any:
         return json.loads(response.read().decode())
 
 
+def _poll_modbus(port: int, stop: threading.Event) -> None:
+    """Reads like an EMS does until stopped; one illegal read per poll feeds the error series."""
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=2)
+    try:
+        while not stop.is_set():
+            if client.connect():
+                client.read_input_registers(0, count=16, device_id=1)
+                client.read_holding_registers(0, count=4, device_id=1)
+                answer = client.read_input_registers(UNMAPPED_REGISTER, count=1, device_id=1)
+                assert answer.isError(), "an unmapped register was served"
+            stop.wait(0.5)
+    finally:
+        client.close()
+
+
 def test_dashboard_json_is_generated_and_well_formed() -> None:
     assert DASHBOARD.read_text(encoding="utf-8") == _load_generator().render(), (
         "docs/grafana/bmsd.json is stale: run python scripts/grafana_dashboard.py"
@@ -75,7 +95,7 @@ def test_dashboard_json_is_generated_and_well_formed() -> None:
             assert '$instance"' in target["expr"], f"{panel['title']}: not filtered by instance"
     titles = {row["title"] for row in board["panels"] if row["type"] == "row"}
     assert {"Pack overview", "Limits and why", "Cells", "SOC and SOH", "Faults",
-            "Communication", "Daemon health"} <= titles  # fmt: skip
+            "Communication", "Balancing", "Publishers", "Daemon health"} <= titles  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -91,21 +111,29 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
                 sys.executable, "-m", "bmsd.cli", "run", "--config", str(ROOT / "etc" / "sim.toml"),
                 "--set", f"state.directory='{tmp / 'state'}'",
                 "--set", f"can.slaves.channel='grafana-{tmp.name}'",
-                "--set", "metrics.port=0",
+                "--set", "metrics.port=0", "--set", "modbus.port=0",
             ],
             cwd=ROOT, stderr=log_file, stdout=subprocess.DEVNULL,
         )  # fmt: skip
     server: subprocess.Popen[bytes] | None = None
+    stop_polling = threading.Event()
+    poller: threading.Thread | None = None
     try:
         target = ""
+        modbus_port = 0
         for _ in range(300):
-            found = re.search(r"metrics on http://([^/\s]+)/metrics", log_path.read_text())
-            if found:
-                target = found.group(1)
+            log_text = log_path.read_text()
+            found = re.search(r"metrics on http://([^/\s]+)/metrics", log_text)
+            modbus = re.search(r"modbus: serving unit \d+ on [\d.]+:(\d+)", log_text)
+            if found and modbus:
+                target, modbus_port = found.group(1), int(modbus.group(1))
                 break
-            assert daemon.poll() is None, log_path.read_text()
+            assert daemon.poll() is None, log_text
             time.sleep(0.1)
         assert target, "the daemon never logged its metrics address"
+        assert modbus_port, "the daemon never logged its Modbus address"
+        poller = threading.Thread(target=_poll_modbus, args=(modbus_port, stop_polling))
+        poller.start()
         shutil.copy(RULES, tmp / RULES.name)
         (tmp / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -137,8 +165,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
                 break
             time.sleep(0.5)
         assert first_up is not None, "Prometheus never scraped bmsd successfully"
+        assert poller.is_alive(), "the Modbus client stopped"
         yield base, target
     finally:
+        stop_polling.set()
+        if poller is not None:
+            poller.join(timeout=10)
         for process in (server, daemon):
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
