@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
@@ -151,8 +152,13 @@ def expected_values(
         "charge_throughput": None if est is None else est.charge_throughput_ah,
         "discharge_throughput": None if est is None else est.discharge_throughput_ah,
         "equivalent_full_cycles": None if est is None else est.equivalent_full_cycles,
-        "balancing": None,  # no balancing configured in etc/sim.toml
-        "balancing_cells": None,
+        # bit 0 allowed, bit 1 bleeding now (balancing is on in etc/sim.toml)
+        "balancing": None
+        if state.balancing is None
+        else int(state.balancing.enabled) | int(state.balancing.active) << 1,
+        "balancing_cells": None
+        if state.balancing is None
+        else int(np.count_nonzero(state.balancing.bleeding)),
         "ems_heartbeat_age": None,  # not supervised
         "unix_time": int(state.wall_time),
         "tick": state.tick,
@@ -270,7 +276,7 @@ def test_every_register_matches_the_pack_state(tmp_path: Path) -> None:
                                 got is not None and abs(got - want_value) <= array.scale / 2 + 1e-9
                             )
                 holding = await client.read_holding_registers(0, count=4, device_id=UNIT)
-                assert holding.registers == [0, 0, 0xFFFF, 0]  # balancing: not configured
+                assert holding.registers == [0, 0, 1, 0]  # balancing allowed at start
             finally:
                 client.close()
 
@@ -327,7 +333,7 @@ def test_mbpoll_reads_the_same_values(tmp_path: Path) -> None:
                     want[register.name],
                 )
             # holding registers (-t 4) through mbpoll as well
-            assert await asyncio.to_thread(_mbpoll, port, "4", 0, 4) == [0, 0, 0xFFFF, 0]
+            assert await asyncio.to_thread(_mbpoll, port, "4", 0, 4) == [0, 0, 1, 0]
 
     asyncio.run(scenario())
 
@@ -543,8 +549,15 @@ def test_writes_are_permitted_validated_and_go_through_the_command_queue(
                 assert illegal.isError() and illegal.exception_code == 3
                 nothing = await client.write_register(0, 1, device_id=UNIT)  # nothing latched
                 assert nothing.isError() and nothing.exception_code == 3
-                balancing = await client.write_register(2, 1, device_id=UNIT)
-                assert balancing.isError() and balancing.exception_code == 3
+                bad_balancing = await client.write_register(2, 2, device_id=UNIT)
+                assert bad_balancing.isError() and bad_balancing.exception_code == 3
+                stop_balancing = await client.write_register(2, 0, device_id=UNIT)
+                assert not stop_balancing.isError(), stop_balancing
+                await asyncio.sleep(0.3)
+                assert daemon.hub.latest.balancing is not None
+                assert not daemon.hub.latest.balancing.enabled
+                enable = await client.read_holding_registers(2, count=1, device_id=UNIT)
+                assert enable.registers == [0]
                 read_only = await client.write_register(10, 1, device_id=UNIT)
                 assert read_only.isError() and read_only.exception_code == 2
                 closed = await client.write_registers(1, [1], device_id=UNIT)  # close

@@ -180,6 +180,7 @@ def check(models: dict[int, list[Any]], state: PackState) -> None:
         assert group.points["ModCellVMaxCell"].value == int(cells.argmax()) + 1
         assert _close(group.points["ModCellVMin"].cvalue, float(cells.min()), 0.001)
 
+    balancing = state.balancing
     for module_index, module in enumerate(models[805]):
         assert module.points["ModIdx"].value == module_index + 1
         assert module.points["NCell"].value == 16
@@ -192,7 +193,10 @@ def check(models: dict[int, list[Any]], state: PackState) -> None:
             assert _close(cell.points["CellV"].cvalue, float(voltages[cell_index]), 0.001)
             if not math.isnan(cell_temps[cell_index]):
                 assert _close(cell.points["CellTmp"].cvalue, float(cell_temps[cell_index]), 0.1)
-            assert cell.points["CellSt"].value is None  # no balancing configured
+            # Bit 0: the cell is bleeding (balancing on in etc/sim.toml).
+            flat = module_index * 16 + cell_index
+            assert balancing is not None
+            assert cell.points["CellSt"].value == int(balancing.bleeding[flat])
             assert cell.points["CellV"].pdef["units"] == "V"
 
 
