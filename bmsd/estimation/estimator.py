@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bmsd.estimation.pack import pack_soc
+from bmsd.estimation.pack import PackSocTracker, pack_window
 from bmsd.estimation.settings import EstimationConfig
 from bmsd.estimation.soh import CapacityLearner, ResistanceRls
 from bmsd.model.cell import CellModel
@@ -52,6 +52,8 @@ STATE_KIND = "estimates"
 STATE_VERSION = 1
 SECONDS_PER_HOUR = 3600.0
 DEFAULT_TEMP_C = 25.0
+# Model voltage error when neither the configuration nor the cell file gives one.
+DEFAULT_MODEL_ERROR_V = 0.010
 # Margin of the default full/empty detection voltages inside the cell file's window.
 _FULL_MARGIN_V = 0.05
 _EMPTY_MARGIN_V = 0.05
@@ -104,6 +106,12 @@ class Estimator:
         )
         self.full_voltage_v = config.full_voltage_v or info.max_voltage_v - _FULL_MARGIN_V
         self.empty_voltage_v = config.empty_voltage_v or info.min_voltage_v + _EMPTY_MARGIN_V
+        # The model error: configured, else the fit RMSE the cell file carries, else a default.
+        self.model_error_v = float(
+            config.model_error_v
+            if config.model_error_v is not None
+            else info.model_error_v or DEFAULT_MODEL_ERROR_V
+        )
         self.rc_count = 2 if cell.has_second_rc else 1
         n = cell_count
         self._k = 3 + self.rc_count  # soc, rc..., bias, offset
@@ -117,8 +125,8 @@ class Estimator:
         self._temp_c: FloatArray = np.full(n, DEFAULT_TEMP_C)
         self.capacity = CapacityLearner(
             np.full(n, self.nominal_ah),
-            prior_weight=config.capacity_prior_weight,
-            prior_soc_std=config.anchor_soc_std,
+            prior_std=config.capacity_prior_std,
+            offset_prior_std_a=config.current_offset_std_c_rate * self.nominal_ah,
             min_swing=config.capacity_min_soc_swing,
             forgetting=config.capacity_forgetting,
         )
@@ -163,6 +171,12 @@ class Estimator:
         self._nis: FloatArray = np.ones(n)
         self._nis_keep = 1.0
         self._r_scale: FloatArray = np.ones(n)
+        self.pack = PackSocTracker(
+            config.pack_soc_drift_rate_per_h, config.pack_soc_correction_fraction
+        )
+        self._pack_charge_ah = 0.0  # charge through one cell group since the last estimate
+        self._pack_dt_s = 0.0
+        self._pack_direction = 0
         self._reset_covariance(np.full(n, 0.5), np.full(n, 0.3))
 
     # --- set-up ----------------------------------------------------------------------------
@@ -176,14 +190,15 @@ class Estimator:
         cfg = self.config
         n, k = self.cell_count, self._k
         offset_mean = self._offset_mean if self._x.shape == (k, n) else 0.0
+        self.pack.value = None  # the reported pack SOC restarts from the new per-cell values
         self._x = np.zeros((k, n))
         self._x[0] = np.clip(soc, *_SOC_LIMITS)
         self._x[self._i_offset] = offset_mean
         self._p = np.zeros((k, k, n))
         self._p[0, 0] = soc_std**2
         for j in range(1, 1 + self.rc_count):
-            self._p[j, j] = (0.01 * cfg.model_error_v) ** 2
-        self._p[self._i_bias, self._i_bias] = cfg.model_error_v**2
+            self._p[j, j] = (0.01 * self.model_error_v) ** 2
+        self._p[self._i_bias, self._i_bias] = self.model_error_v**2
         offset_std = cfg.current_offset_std_c_rate * self.nominal_c_a
         self._p[self._i_offset, self._i_offset] = offset_std**2
 
@@ -211,7 +226,7 @@ class Estimator:
         soc = np.where(good, self.cell.soc_from_ocv(np.where(good, voltage, 3.0), temp), 0.5)
         slope = np.maximum(np.abs(self.cell.docv_dsoc(soc, temp)), 1e-3)
         cfg = self.config
-        std = np.sqrt(cfg.initial_soc_std**2 + (cfg.model_error_v / slope) ** 2)
+        std = np.sqrt(cfg.initial_soc_std**2 + (self.model_error_v / slope) ** 2)
         std = np.where(good, np.minimum(std, 0.5), 0.5)
         self._reset_covariance(soc, std)
         self._last_voltage_v = np.where(good, voltage, np.nan)
@@ -325,6 +340,7 @@ class Estimator:
             self._rest_s = 0.0
             self._last_current_a = None
             self._last_voltage_v = np.where(valid, voltage, np.nan)
+            self._pack_charge_ah, self._pack_dt_s, self._pack_direction = 0.0, 0.0, 0
             return self._estimates(now_s)
 
         measured_a = 0.0 if pack_current_a is None else float(pack_current_a) / self.strings
@@ -341,7 +357,19 @@ class Estimator:
 
         resting = abs(current_a) <= cfg.rest_current_c_rate * self.nominal_c_a
         self._rest_s = self._rest_s + dt_s if resting else 0.0
-        rate_limit = cfg.ocv_drift_rate_per_h * dt_s / SECONDS_PER_HOUR if resting else None
+        eta = self.efficiency if current_a > 0.0 else 1.0
+        self._pack_charge_ah = eta * current_a * dt_s / SECONDS_PER_HOUR
+        self._pack_dt_s = dt_s
+        self._pack_direction = 0 if resting else (1 if current_a > 0.0 else -1)
+        rate_limit: FloatArray | None = None
+        if resting:
+            # A drift, never a jump: a confident SOC moves at most ocv_drift_rate_per_h; an
+            # uncertain one (fresh start) at most one standard deviation per rest_time_s.
+            sigma = np.sqrt(np.maximum(self._p[0, 0], 0.0))
+            rate_per_s = np.maximum(
+                cfg.ocv_drift_rate_per_h / SECONDS_PER_HOUR, sigma / cfg.rest_time_s
+            )
+            rate_limit = rate_per_s * dt_s
         self._resistance_step(dt_s, current_a, voltage, valid, temp)
         self._update(current_a, voltage, valid, temp, rate_limit)
         self._anchors(now_s, dt_s, current_a, voltage, valid, temp)
@@ -403,12 +431,15 @@ class Estimator:
         phi = math.exp(-dt_s / cfg.model_error_time_s)
         x[self._i_bias] *= phi
         f[self._i_bias] = phi
-        q[self._i_bias] = cfg.model_error_v**2 * (1.0 - phi * phi) * self._r_scale
-        # SOC noise: a random walk, plus gain and capacity errors that grow with the charge
+        q[self._i_bias] = self.model_error_v**2 * (1.0 - phi * phi) * self._r_scale
+        # SOC noise: a random walk, plus the current gain error that grows with the charge
         # moved (variance ∝ |Δsoc|: one full one-way swing gives σ = the relative error).
-        capacity_rel_var = (self.capacity.capacity_std_ah / capacity) ** 2
+        # The capacity uncertainty is deliberately not added here: its error follows the net
+        # SOC change since the last correction, which a random walk in the throughput grossly
+        # overstates under back-and-forth cycling (σ of the learned capacity after one noisy
+        # sample is ~10 %, which would hand the SOC to an imperfect voltage model).
         q[0] = cfg.soc_random_walk_per_sqrt_h**2 * dt_s / SECONDS_PER_HOUR + (
-            cfg.current_gain_error**2 + capacity_rel_var
+            cfg.current_gain_error**2
         ) * np.abs(ds)
         drift = cfg.current_offset_drift_c_rate_per_sqrt_h * self.nominal_c_a
         q[o] = drift**2 * dt_s / SECONDS_PER_HOUR
@@ -427,7 +458,7 @@ class Estimator:
         voltage: FloatArray,
         valid: BoolArray,
         temp: FloatArray,
-        rate_limit: float | None,
+        rate_limit: FloatArray | None,
     ) -> None:
         if not valid.any():
             return
@@ -565,7 +596,7 @@ class Estimator:
         cfg = self.config
         c = self.nominal_c_a
         cell = self.cell
-        offset_std = float(np.sqrt(self._p[self._i_offset, self._i_offset, 0]))
+        offset_drift = cfg.current_offset_drift_c_rate_per_sqrt_h * c
 
         # Full: constant-voltage charging with a tail current, cell at the full voltage.
         charging_tail = 0.0 < current_a <= cfg.full_tail_c_rate * c
@@ -580,7 +611,7 @@ class Estimator:
             self._full_done |= full
             self.capacity.add_anchor(
                 full, np.ones(self.cell_count), std, self.net_ah, self.moved_ah, now_s,
-                offset_std, cfg.current_gain_error,
+                offset_drift, cfg.current_gain_error,
             )  # fmt: skip
             self._mark("full", now_s)
 
@@ -595,11 +626,11 @@ class Estimator:
             ocv = voltage - self._r0 * current_a - rc
             value = cell.soc_from_ocv(ocv, temp)
             slope = np.maximum(np.abs(cell.docv_dsoc(value, temp)), 1e-3)
-            std = np.maximum(cfg.anchor_soc_std, cfg.model_error_v / slope)
+            std = np.maximum(cfg.anchor_soc_std, self.model_error_v / slope)
             self._scalar_soc_update(empty, value, std)
             self._empty_done |= empty
             self.capacity.add_anchor(
-                empty, value, std, self.net_ah, self.moved_ah, now_s, offset_std,
+                empty, value, std, self.net_ah, self.moved_ah, now_s, offset_drift,
                 cfg.current_gain_error,
             )  # fmt: skip
             self._mark("empty", now_s)
@@ -630,9 +661,13 @@ class Estimator:
             & (slope >= cfg.capacity_min_ocv_slope_v)
         )
         if relaxed.any():
-            std = np.sqrt(cfg.model_error_v**2 + cfg.voltage_noise_v**2) / np.maximum(slope, 1e-3)
+            # A relaxed OCV reading depends on the OCV table only, not on the dynamic model
+            # whose error the fit RMSE measures (43 mV for the LFP bench fit, at rests ~0):
+            # its voltage error is capped at the default model error.
+            ocv_error_v = min(self.model_error_v, DEFAULT_MODEL_ERROR_V)
+            std = np.sqrt(ocv_error_v**2 + cfg.voltage_noise_v**2) / np.maximum(slope, 1e-3)
             self.capacity.add_anchor(
-                relaxed, value, std, self.net_ah, self.moved_ah, now_s, offset_std,
+                relaxed, value, std, self.net_ah, self.moved_ah, now_s, offset_drift,
                 cfg.current_gain_error,
             )  # fmt: skip
             self._ocv_taken |= relaxed
@@ -656,7 +691,12 @@ class Estimator:
         soc = np.clip(self._x[0], 0.0, 1.0)
         soc_std = np.sqrt(np.maximum(self._p[0, 0], 0.0))
         capacity = self.capacity.capacity_ah
-        p_soc, p_std = pack_soc(soc, soc_std, capacity)
+        target, target_std, window_ah = pack_window(soc, soc_std, capacity)
+        p_soc, p_std = self.pack.update(
+            target, target_std, window_ah, self._pack_charge_ah, self._pack_dt_s,
+            self._pack_direction,
+        )  # fmt: skip
+        self._pack_charge_ah, self._pack_dt_s = 0.0, 0.0
         growth = self.resistance.growth
         pack_capacity = float(np.min(capacity)) * self.strings
         nominal_pack = self.nominal_ah * self.strings
@@ -713,6 +753,9 @@ class Estimator:
             "capacity_ah": arr(cap.capacity_ah, 6),
             "capacity_sum_xx": [float(v) for v in cap.sum_xx],
             "capacity_sum_xy": [float(v) for v in cap.sum_xy],
+            "capacity_sum_xt": [float(v) for v in cap.sum_xt],
+            "capacity_sum_tt": [float(v) for v in cap.sum_tt],
+            "capacity_sum_ty": [float(v) for v in cap.sum_ty],
             "capacity_samples": arr(cap.samples, 0),
             "resistance_growth": arr(self.resistance.growth, 6),
             "resistance_variance": [float(v) for v in self.resistance.variance],
@@ -721,6 +764,7 @@ class Estimator:
             "charge_energy_wh": self.charge_energy_wh,
             "discharge_energy_wh": self.discharge_energy_wh,
             "anchored": self.anchored,
+            "pack_soc": self.pack.value,
         }
 
     def restore_state(self, payload: dict[str, Any], age_s: float = 0.0) -> str:
@@ -763,7 +807,15 @@ class Estimator:
                     "discharge_energy_wh",
                 )
             }
+            # Offset terms of the capacity fit (absent in older files: keep the prior).
+            offset_sums = {
+                key: np.asarray(payload[key], dtype=np.float64)
+                for key in ("capacity_sum_xt", "capacity_sum_tt", "capacity_sum_ty")
+                if key in payload
+            }
             anchored = str(payload.get("anchored", ""))
+            saved_pack = payload.get("pack_soc")
+            pack_value = None if saved_pack is None else float(saved_pack)
         except (KeyError, TypeError, ValueError) as exc:
             return f"malformed state ({type(exc).__name__}: {exc})"
         for key, values in arrays.items():
@@ -771,6 +823,9 @@ class Estimator:
                 return f"{key} has {values.size} values, expected {n}"
             if not np.all(np.isfinite(values)):
                 return f"{key} has non-finite values"
+        for key, values in offset_sums.items():
+            if values.shape != (n,) or not np.all(np.isfinite(values)):
+                return f"{key} is malformed"
         for key, value in scalars.items():
             if not math.isfinite(value):
                 return f"{key} is not finite"
@@ -784,6 +839,12 @@ class Estimator:
         cap.capacity_ah = arrays["capacity_ah"]
         cap.sum_xx = np.maximum(arrays["capacity_sum_xx"], 1e-30)
         cap.sum_xy = arrays["capacity_sum_xy"]
+        if len(offset_sums) == 3:
+            cap.sum_xt = offset_sums["capacity_sum_xt"]
+            cap.sum_tt = np.maximum(offset_sums["capacity_sum_tt"], 1e-30)
+            cap.sum_ty = offset_sums["capacity_sum_ty"]
+            cap.solve()
+            cap.capacity_ah = arrays["capacity_ah"]  # as saved (solve() only adds the offset)
         cap.samples = arrays["capacity_samples"]
         self.resistance.growth = arrays["resistance_growth"]
         self.resistance.variance = np.clip(arrays["resistance_variance"], 1e-6, 1.0)
@@ -806,6 +867,8 @@ class Estimator:
         self.charge_energy_wh = scalars["charge_energy_wh"]
         self.discharge_energy_wh = scalars["discharge_energy_wh"]
         self.anchored = anchored
+        if pack_value is not None and math.isfinite(pack_value) and 0.0 <= pack_value <= 1.0:
+            self.pack.value = pack_value  # continue the reported value where it was
         self._params_time_s = -math.inf
         return ""
 

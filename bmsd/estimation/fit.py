@@ -320,6 +320,7 @@ def fit_cell(
             "Voltage window = trace extremes. Coulombic efficiency, self-discharge and thermal "
             "data are ASSUMED placeholders."
         ),
+        model_error_v=round(rmse_v, 6),
     )
     thermal = ThermalParams(
         heat_capacity_j_per_k=round(ASSUMED_HEAT_CAPACITY_J_PER_K_PER_AH * capacity_ah, 3),

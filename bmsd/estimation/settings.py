@@ -24,11 +24,13 @@ class EstimationConfig:
         unit="V",
         default=0.015,
     )
-    model_error_v: float = doc(
+    model_error_v: float | None = doc(
         "Standard deviation of the slowly varying cell-model voltage error (OCV table, "
-        "resistance, diffusion not captured by the RC pairs); estimated as a per-cell bias",
+        "resistance, diffusion not captured by the RC pairs); estimated as a per-cell bias. "
+        "Omit to use the cell file's model_error_v (the fit RMSE bmsd fit-cell writes), or "
+        "0.01 V when the cell file has none",
         unit="V",
-        default=0.010,
+        default=None,
     )
     model_error_time_s: float = doc(
         "Correlation time of the model voltage error (Gauss-Markov bias)", unit="s", default=300.0
@@ -82,9 +84,23 @@ class EstimationConfig:
         "Resting this long makes the pack 'at rest': OCV correction starts", unit="s", default=600.0
     )
     ocv_drift_rate_per_h: float = doc(
-        "At rest the OCV pulls SOC at most this fast (fraction per hour): a drift, never a jump",
+        "At rest the OCV pulls a confident SOC at most this fast (fraction per hour): a drift, "
+        "never a jump. An uncertain one (after a start) may move one standard deviation per "
+        "rest_time_s",
         unit="1/h",
         default=0.1,
+    )
+    # --- pack SOC for inverters ----------------------------------------------------------
+    pack_soc_drift_rate_per_h: float = doc(
+        "The reported pack SOC follows the per-cell estimate by coulomb counting plus a "
+        "correction of at most this much per hour (never against the current direction)",
+        unit="1/h",
+        default=0.3,
+    )
+    pack_soc_correction_fraction: float = doc(
+        "While current flows the pack SOC correction may also be up to this fraction of the "
+        "counted change (0.5: it moves at 0.5 to 1.5 times the counted rate)",
+        default=0.5,
     )
     # --- anchors -------------------------------------------------------------------------
     full_voltage_v: float = doc(
@@ -155,9 +171,10 @@ class EstimationConfig:
         unit="V",
         default=0.1,
     )
-    capacity_prior_weight: float = doc(
-        "Weight of the nominal capacity in the capacity fit, in full-swing samples",
-        default=0.2,
+    capacity_prior_std: float = doc(
+        "Uncertainty of the nominal capacity as the starting value of the capacity fit, "
+        "fraction of nominal (cells vary and age: anchors soon outweigh it)",
+        default=0.1,
     )
     capacity_forgetting: float = doc(
         "Forgetting factor per capacity sample (1 = never forget)", default=0.95
@@ -195,13 +212,13 @@ class EstimationConfig:
         problems: list[tuple[str, str]] = []
         positive = (
             "voltage_noise_v",
-            "model_error_v",
             "model_error_time_s",
             "initial_soc_std",
             "innovation_gate_sigma",
             "parameter_refresh_s",
             "rest_current_c_rate",
             "ocv_drift_rate_per_h",
+            "pack_soc_drift_rate_per_h",
             "full_tail_c_rate",
             "anchor_soc_std",
             "offset_sample_std_c_rate",
@@ -226,12 +243,15 @@ class EstimationConfig:
             "empty_hold_s",
             "capacity_min_rest_s",
             "capacity_min_ocv_slope_v",
-            "capacity_prior_weight",
         )
         problems += must_not_be_negative(self, *non_negative)
-        for key in ("voltage_noise_v", "model_error_v"):
-            if getattr(self, key) > 0.5:
-                problems.append((key, "must be at most 0.5 V (is it in mV?)"))
+        if self.voltage_noise_v > 0.5:
+            problems.append(("voltage_noise_v", "must be at most 0.5 V (is it in mV?)"))
+        model_error = self.model_error_v
+        if model_error is not None and not 0.0 < model_error <= 0.5:
+            problems.append(("model_error_v", "must be positive and at most 0.5 V (is it in mV?)"))
+        if not 0.0 <= self.pack_soc_correction_fraction <= 1.0:
+            problems.append(("pack_soc_correction_fraction", "must be in [0, 1]"))
         if self.initial_soc_std > 1.0:
             problems.append(("initial_soc_std", "must be at most 1"))
         if self.anchor_soc_std > 0.2:
@@ -249,6 +269,8 @@ class EstimationConfig:
         low, high = self.capacity_temp_window_c
         if low >= high:
             problems.append(("capacity_temp_window_c", f"lower bound {low} must be below {high}"))
+        if not 0.0 < self.capacity_prior_std <= 1.0:
+            problems.append(("capacity_prior_std", "must be in (0, 1]"))
         if not 0.0 < self.capacity_min_soc_swing <= 1.0:
             problems.append(("capacity_min_soc_swing", "must be in (0, 1]"))
         for key in ("capacity_forgetting", "rls_forgetting"):

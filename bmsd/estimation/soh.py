@@ -4,12 +4,13 @@ Both learners are vectorised over all cells and are pure arithmetic on numpy arr
 estimator decides *when* an anchor or a current step is good enough and feeds them here.
 
 Capacity. Between two anchors (SOC known independently of coulomb counting: full, empty, or a
-relaxed OCV outside the flat region) the charge passed ``y = ΔAh`` and the SOC change
-``x = ΔSOC`` satisfy ``y = Q·x``. Both are noisy, so ordinary least squares of y on x is biased
-towards zero (Plett 2011). Each sample is weighted with its effective variance
-``1 / (σy² + Q̂²·σx²)`` (Orear 1982) and the known SOC noise is subtracted from the x² sum
-(errors-in-variables correction), which removes that bias; the sums decay with a forgetting
-factor and start from a prior sample (x = 1, y = nominal capacity), as in Plett's method.
+relaxed OCV outside the flat region) the charge passed ``y = ΔAh``, the SOC change
+``x = ΔSOC`` and the time ``t`` satisfy ``y = Q·x + b·t`` (b: a current-sensor offset left in
+the count). Both y and x are noisy, so ordinary least squares is biased towards zero (Plett
+2011). Each sample is weighted with its effective variance ``1 / (σy² + Q̂²·σx²)`` (Orear
+1982) and the known SOC noise is subtracted from the x² sum (errors-in-variables correction),
+which removes that bias; the sums decay with a forgetting factor and start from priors (x = 1,
+y = nominal capacity, as in Plett's method; b = 0).
 
 Resistance. At each large current step the voltage step over one sample is
 ``ΔV = g·(R0 + R1·(1 − e^(−dt/τ1)) [+ R2 term])·ΔI`` with the cell file's resistances and an
@@ -33,7 +34,17 @@ _CAPACITY_MAX_FRACTION = 1.5
 
 
 class CapacityLearner:
-    """Per-cell capacity from pairs of SOC anchors and the charge passed between them."""
+    """Per-cell capacity (and the current offset it sees) from pairs of SOC anchors.
+
+    Between two anchors ``y = Q·x + b·t``: ``y`` the counted charge (Ah), ``x`` the SOC change,
+    ``t`` the hours between them and ``b`` a residual current-sensor offset (A) that the SOC
+    filter could not learn (no zero-current readings). A charge pair and a discharge pair have
+    ``x`` of opposite signs but ``t`` of the same sign, so ``Q`` and ``b`` separate; fitting only
+    ``Q`` would read the offset as capacity (high after charging, low after discharging).
+    Weighted least squares over the recursive sums below, with the effective-variance weight
+    ``1/(σy² + Q̂²·σx²)`` and the errors-in-variables correction on the ``x²`` sum; priors
+    ``Q = nominal ± prior_std·nominal`` and ``b = 0 ± offset_prior_std_a``.
+    """
 
     __slots__ = (
         "_count",
@@ -47,7 +58,11 @@ class CapacityLearner:
         "anchor_valid",
         "anchor_var",
         "capacity_ah",
+        "offset_a",
         "samples",
+        "sum_tt",
+        "sum_ty",
+        "sum_xt",
         "sum_xx",
         "sum_xy",
     )
@@ -56,8 +71,8 @@ class CapacityLearner:
         self,
         nominal_ah: FloatArray,
         *,
-        prior_weight: float,
-        prior_soc_std: float,
+        prior_std: float,
+        offset_prior_std_a: float,
         min_swing: float,
         forgetting: float,
     ) -> None:
@@ -66,12 +81,17 @@ class CapacityLearner:
         self._nominal_ah = nominal_ah.copy()
         self._min_swing = min_swing
         self._forgetting = forgetting
-        # Prior sample x0 = 1, y0 = nominal, weighted like `prior_weight` full-swing samples
-        # whose end points are known to prior_soc_std each.
-        w0 = prior_weight / (nominal_ah**2 * 2.0 * prior_soc_std**2)
-        self.sum_xx: FloatArray = w0 * 1.0
-        self.sum_xy: FloatArray = w0 * nominal_ah
+        # Priors as pseudo-samples: x = 1, y = nominal with σy = prior_std·nominal; t = 1 h,
+        # y = 0 with σy = offset_prior_std_a (an offset of that size moves that much per hour).
+        w_q = 1.0 / (prior_std * nominal_ah) ** 2
+        w_b = 1.0 / max(offset_prior_std_a, 1e-12) ** 2
+        self.sum_xx: FloatArray = w_q.copy()
+        self.sum_xy: FloatArray = w_q * nominal_ah
+        self.sum_xt: FloatArray = np.zeros(count)
+        self.sum_tt: FloatArray = np.full(count, w_b)
+        self.sum_ty: FloatArray = np.zeros(count)
         self.capacity_ah: FloatArray = nominal_ah.copy()
+        self.offset_a: FloatArray = np.zeros(count)
         self.samples: FloatArray = np.zeros(count)
         self.anchor_valid: BoolArray = np.zeros(count, dtype=np.bool_)
         self.anchor_soc: FloatArray = np.zeros(count)
@@ -80,10 +100,24 @@ class CapacityLearner:
         self.anchor_moved_ah: FloatArray = np.zeros(count)
         self.anchor_time_s: FloatArray = np.zeros(count)
 
+    def _determinant(self) -> FloatArray:
+        det = self.sum_xx * self.sum_tt - self.sum_xt**2
+        return np.asarray(np.maximum(det, 1e-30 * self.sum_xx * self.sum_tt), dtype=np.float64)
+
     @property
     def capacity_std_ah(self) -> FloatArray:
-        """One-sigma uncertainty of the capacity: 1/sqrt(information)."""
-        return np.asarray(1.0 / np.sqrt(np.maximum(self.sum_xx, 1e-30)), dtype=np.float64)
+        """One-sigma uncertainty of the capacity (offset marginalised)."""
+        variance = self.sum_tt / self._determinant()
+        return np.asarray(np.sqrt(np.maximum(variance, 0.0)), dtype=np.float64)
+
+    def solve(self) -> None:
+        """Capacity and offset from the sums (2×2 normal equations per cell), clamped."""
+        det = self._determinant()
+        capacity = (self.sum_xy * self.sum_tt - self.sum_ty * self.sum_xt) / det
+        low = self._nominal_ah * _CAPACITY_MIN_FRACTION
+        high = self._nominal_ah * _CAPACITY_MAX_FRACTION
+        self.capacity_ah = np.clip(capacity, low, high)
+        self.offset_a = (self.sum_xx * self.sum_ty - self.sum_xt * self.sum_xy) / det
 
     def add_anchor(
         self,
@@ -93,37 +127,37 @@ class CapacityLearner:
         net_ah: float,
         moved_ah: float,
         time_s: float,
-        current_std_a: float,
+        offset_drift_a_per_sqrt_h: float,
         gain_error: float,
     ) -> BoolArray:
         """Register anchors for the cells in ``mask``; return which of them gave a sample.
 
-        ``net_ah`` is the cell group's running net charge counter (efficiency applied, offset
-        removed), ``moved_ah`` the running sum of |charge|, both at the anchor time.
-        ``current_std_a`` is the remaining current-offset uncertainty of one cell group.
+        ``net_ah`` is the cell group's running net charge counter (efficiency applied, learned
+        offset removed), ``moved_ah`` the running sum of |charge|, both at the anchor time.
+        ``offset_drift_a_per_sqrt_h`` is the random-walk drift of the offset of one cell group's
+        current: the part a constant offset term cannot follow (its integral over ``t`` hours
+        has a variance of ``drift²·t³/3``).
         """
         used = np.zeros(self._count, dtype=np.bool_)
         if not mask.any():
             return used
         x = soc - self.anchor_soc
         y = net_ah - self.anchor_ah
-        dt_s = time_s - self.anchor_time_s
+        t_h = np.maximum(time_s - self.anchor_time_s, 0.0) / 3600.0
         pair = mask & self.anchor_valid & (np.abs(x) >= self._min_swing)
         if pair.any():
             var_x = soc_std**2 + self.anchor_var
             moved = moved_ah - self.anchor_moved_ah
-            var_y = (gain_error * moved) ** 2 + (current_std_a * np.maximum(dt_s, 0.0) / 3600) ** 2
+            var_y = (gain_error * moved) ** 2 + offset_drift_a_per_sqrt_h**2 * t_h**3 / 3.0
             q = self.capacity_ah
-            weight = 1.0 / (var_y + q * q * var_x)
-            f = self._forgetting
-            new_xx = f * self.sum_xx + weight * (x * x - var_x)
-            new_xy = f * self.sum_xy + weight * x * y
-            self.sum_xx = np.where(pair, np.maximum(new_xx, 1e-30), self.sum_xx)
-            self.sum_xy = np.where(pair, new_xy, self.sum_xy)
-            estimate = self.sum_xy / self.sum_xx
-            low = self._nominal_ah * _CAPACITY_MIN_FRACTION
-            high = self._nominal_ah * _CAPACITY_MAX_FRACTION
-            self.capacity_ah = np.where(pair, np.clip(estimate, low, high), self.capacity_ah)
+            w = np.where(pair, 1.0 / (var_y + q * q * var_x), 0.0)
+            f = np.where(pair, self._forgetting, 1.0)
+            self.sum_xx = np.maximum(f * self.sum_xx + w * (x * x - var_x), 1e-30)
+            self.sum_xy = f * self.sum_xy + w * x * y
+            self.sum_xt = f * self.sum_xt + w * x * t_h
+            self.sum_tt = f * self.sum_tt + w * t_h * t_h
+            self.sum_ty = f * self.sum_ty + w * t_h * y
+            self.solve()
             self.samples = self.samples + pair
             used = pair
         self.anchor_valid = self.anchor_valid | mask

@@ -93,9 +93,17 @@ class CellInfo:
         "Self-discharge at 25 °C, percent of capacity per 30-day month.", unit="%/month"
     )
     source: str = doc("Free text: where the numbers in this file come from.")
+    model_error_v: float = doc(
+        "RMS voltage error of this model against the trace it was fitted to (written by bmsd "
+        "fit-cell); the SOC estimator's model error. 0 = not known.",
+        unit="V",
+        default=0.0,
+    )
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
+        if not 0.0 <= self.model_error_v <= 0.5:
+            problems.append(("model_error_v", "must be between 0 and 0.5 V (is it in mV?)"))
         if self.capacity_ah <= 0.0:
             problems.append(("capacity_ah", "must be positive"))
         for key in ("min_voltage_v", "nominal_voltage_v", "max_voltage_v"):

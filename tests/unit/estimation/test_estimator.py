@@ -91,7 +91,8 @@ def test_lfp_plateau_uncertainty_grows_and_stays_honest() -> None:
     slope_knee = float(model.docv_dsoc(0.05, 25.0))
     assert slope_plateau < 0.1 < slope_knee
     truth, soc, std = history[-1]
-    assert std[0] > 0.02, "the voltage cannot hold SOC uncertainty down in the plateau"
+    # The voltage says little here (NMC shrinks to a few 0.1 % in the same time): σ stays wide.
+    assert std[0] > 0.015, "the voltage cannot pull SOC uncertainty down in the plateau"
     assert np.all(np.abs(soc - truth) < 2.5 * std)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bmsd.errors import BmsdError, ConfigError
-from bmsd.estimation import commands
+from bmsd.estimation import EstimationConfig, Estimator, commands
 from bmsd.estimation.fit import fit_cell
 from bmsd.estimation.trace import Trace, read_trace, write_trace
 from bmsd.model.cell import CellModel
@@ -80,6 +80,11 @@ def test_fit_recovers_r0_r1_tau_and_ocv(nmc: CellModel, trace: Trace) -> None:
     assert result.tau_s[0] == pytest.approx(float(nmc.tau1_s(0.5, 25.0)), rel=0.25)
     # The error is dominated by the last 10 % (steep OCV end between two rests).
     assert result.rmse_v < 0.025
+    # The fit error travels in the cell file: the estimator's model error (docs/estimation.md).
+    assert result.cell_file.cell.model_error_v == pytest.approx(result.rmse_v, abs=1e-6)
+    assert Estimator(fitted, 1, 1, EstimationConfig()).model_error_v == pytest.approx(
+        result.rmse_v, abs=1e-6
+    )
 
 
 def test_fit_without_rests_is_a_clear_error() -> None:
