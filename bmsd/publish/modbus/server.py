@@ -111,8 +111,13 @@ class ModbusStats:
     encodings: int = 0  # register images built (one per new state that was read)
 
 
-class _ReadHolding(ReadHoldingRegistersRequest):
-    """FC 03 that answers a bad count with ILLEGAL DATA VALUE instead of failing to decode."""
+class _CountChecked:
+    """A register read that answers a bad count with ILLEGAL DATA VALUE instead of failing to
+    decode (pymodbus answers ILLEGAL FUNCTION)."""
+
+    address: int
+    count: int
+    function_code: int
 
     def decode(self, data: bytes) -> None:
         self.address, self.count = struct.unpack(">HH", data[:4])
@@ -120,19 +125,16 @@ class _ReadHolding(ReadHoldingRegistersRequest):
     async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
         if not 1 <= self.count <= MAX_READ_COUNT or self.address + self.count > 0x10000:
             return ExceptionResponse(self.function_code, ExcCodes.ILLEGAL_VALUE)
-        return await super().datastore_update(context, device_id)
+        read: ModbusPDU = await super().datastore_update(context, device_id)  # type: ignore[misc]
+        return read
 
 
-class _ReadInput(ReadInputRegistersRequest):
-    """FC 04, with the count checked like :class:`_ReadHolding`."""
+class _ReadHolding(_CountChecked, ReadHoldingRegistersRequest):
+    """FC 03 with the count checked."""
 
-    def decode(self, data: bytes) -> None:
-        self.address, self.count = struct.unpack(">HH", data[:4])
 
-    async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
-        if not 1 <= self.count <= MAX_READ_COUNT or self.address + self.count > 0x10000:
-            return ExceptionResponse(self.function_code, ExcCodes.ILLEGAL_VALUE)
-        return await super().datastore_update(context, device_id)
+class _ReadInput(_CountChecked, ReadInputRegistersRequest):
+    """FC 04 with the count checked."""
 
 
 class _WriteSingle(WriteSingleRegisterRequest):
