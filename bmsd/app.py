@@ -153,9 +153,9 @@ class Daemon:
 
     def _build_inverters(self) -> InverterService:
         """Inverter CAN profiles: sent on each tick's state, supervised by the fault table."""
-        from bmsd.model.cell import CellModel
-
-        cell = CellModel.load(self.config.path(self.config.pack.cell_file))
+        cell = self.controller.cell  # loaded once, by Controller.from_config
+        if cell is None:
+            raise BmsdError("the daemon's controller has no cell model")
         info = pack_info(self.config, self.cell_capacity_ah, cell.info.nominal_voltage_v)
         service = InverterService(self.config, info, time.monotonic())
         service.register_supervision(self.controller.external)

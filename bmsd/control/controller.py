@@ -70,6 +70,7 @@ class Controller:
         ``external``: supervision inputs from the publishers (EMS heartbeat, inverter).
         ``balancing_feedback``: the slaves report which cells bleed (protocol file)."""
         self.external = external if external is not None else ExternalInputs()
+        self.cell = cell
         self.cell_capacity_ah = cell_capacity_ah
         self._config = config
         self._topology = topology
