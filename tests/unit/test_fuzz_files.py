@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,14 +18,20 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from bmsd.balancing.coordinator import STATE_KIND as BALANCING_KIND
+from bmsd.balancing.coordinator import STATE_VERSION as BALANCING_VERSION
+from bmsd.balancing.coordinator import Balancer
+from bmsd.balancing.settings import BalancingConfig
 from bmsd.config import load_config
 from bmsd.errors import BmsdError, ConfigError
 from bmsd.estimation import EstimationConfig, Estimator
 from bmsd.estimation.trace import read_trace
 from bmsd.model.cell import CellModel
+from bmsd.model.topology import Topology
 from bmsd.protection.persistence import KIND as LATCHED_KIND
 from bmsd.protection.persistence import VERSION as LATCHED_VERSION
 from bmsd.protection.persistence import LatchedFaultStore
+from bmsd.publish.inverter.profile import load_profile
 from bmsd.system.statefile import write_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,13 +89,32 @@ def _names_the_file(error: BmsdError, path: Path) -> bool:
     return path.name in str(error)
 
 
+DATA_FOLDERS = ("cells", "limits", "protection", "protocols", "inverters")
+
+
+def _link_data_folders(directory: Path, *, except_folder: str = "") -> None:
+    """Link the shipped data folders beside a config, so its relative paths resolve."""
+    for folder in DATA_FOLDERS:
+        if folder != except_folder:
+            (directory / folder).symlink_to(ROOT / "etc" / folder)
+
+
+def test_the_unmutated_config_loads_in_the_fuzzing_layout() -> None:
+    # Guards the properties below: were the layout incomplete, every example would be
+    # rejected for a missing file and the fuzzing would test nothing.
+    with tempfile.TemporaryDirectory() as tmp:
+        _link_data_folders(Path(tmp))
+        path = Path(tmp) / "config.toml"
+        path.write_text(SIM_CONFIG.read_text())
+        assert load_config(path).inverters, "the shipped first-run config has an inverter"
+
+
 @FUZZ
 @given(data=st.data())
 def test_a_mutated_config_loads_or_names_its_problem(data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Beside the shipped data files, so the relative paths (cells, defaults) resolve.
-        for folder in ("cells", "limits", "protection", "protocols"):
-            (Path(tmp) / folder).symlink_to(ROOT / "etc" / folder)
+        _link_data_folders(Path(tmp))
         path = Path(tmp) / "fuzzed.toml"
         path.write_text(
             _mutate(SIM_CONFIG.read_text(), data), encoding="utf-8", errors="surrogatepass"
@@ -282,3 +308,173 @@ def test_a_damaged_latched_fault_file_is_reported_never_raised(content: bytes) -
             assert (set(latched), problem) == ({"cell_voltage_high.fatal"}, "")
         elif problem:
             assert latched == {}, "nothing half-loaded from a damaged file"
+
+
+# Data files a config points to: each is mutated in a private copy of its folder, then loaded
+# the way the daemon loads it (through the config), so a bad table or profile is reported
+# with its own file name and never as a traceback.
+DATA_FILES = [
+    path.relative_to(ROOT / "etc")
+    for folder in ("limits", "protection", "protocols", "inverters")
+    for path in sorted((ROOT / "etc" / folder).glob("*.toml"))
+    if path.name != "TEMPLATE.toml"
+]
+
+
+@FUZZ
+@given(data=st.data(), relative=st.sampled_from(DATA_FILES))
+def test_a_mutated_data_file_loads_or_names_its_problem(
+    data: st.DataObject, relative: Path
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "etc"
+        base.mkdir()
+        folder = relative.parts[0]
+        _link_data_folders(base, except_folder=folder)
+        shutil.copytree(ROOT / "etc" / folder, base / folder)
+        # The copied profiles and protocols name their DBCs relative to the shipped layout.
+        (Path(tmp) / "dbc").symlink_to(ROOT / "dbc")
+        target = base / relative
+        target.write_text(
+            _mutate(target.read_text(), data), encoding="utf-8", errors="surrogatepass"
+        )
+        config = base / "config.toml"
+        config.write_text(_config_using(relative))
+        try:
+            load_config(config)
+        except BmsdError as error:
+            event(f"rejected {relative}")
+            assert _names_the_file(error, target) or _names_the_file(error, config), str(error)
+            if isinstance(error, ConfigError):
+                assert all(issue.file and issue.reason for issue in error.issues)
+        else:
+            event(f"loaded {relative}")
+
+
+def _config_using(relative: Path) -> str:
+    """The first-run config, switched to the NMC tables or to the inverter profile fuzzed."""
+    text = SIM_CONFIG.read_text()
+    if relative.parts[0] == "inverters":
+        text = text.replace("inverters/pylontech_hv.toml", str(relative))
+    if "nmc" in relative.name:
+        text = text.replace('"LFP"', '"NMC"').replace("lfp_280ah", "nmc_100ah")
+        text = text.replace("protection/lfp.toml", "protection/nmc.toml")
+        text = text.replace("limits/lfp.toml", "limits/nmc.toml")
+    return text
+
+
+def test_every_fuzzed_data_file_is_loaded_by_its_config() -> None:
+    # Without this the NMC tables would be mutated and never read, and pass for nothing.
+    with tempfile.TemporaryDirectory() as tmp:
+        _link_data_folders(Path(tmp))
+        for relative in DATA_FILES:
+            path = Path(tmp) / "config.toml"
+            path.write_text(_config_using(relative))
+            config = load_config(path)
+            used = {*config.protection.defaults, *config.limits.defaults}
+            used |= {config.acquisition.protocol}
+            used |= {inverter.profile for inverter in config.inverters.values()}
+            assert str(relative) in used, relative
+
+
+PROFILES = sorted((ROOT / "etc" / "inverters").glob("*.toml"))
+
+
+@FUZZ
+@given(data=st.data(), source=st.sampled_from(PROFILES))
+def test_a_mutated_inverter_profile_loads_or_names_its_problem(
+    data: st.DataObject, source: Path
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "etc" / "inverters"
+        folder.mkdir(parents=True)
+        (Path(tmp) / "dbc").symlink_to(ROOT / "dbc")
+        path = folder / source.name
+        path.write_text(_mutate(source.read_text(), data), encoding="utf-8", errors="surrogatepass")
+        try:
+            profile = load_profile(path)
+        except BmsdError as error:
+            assert _names_the_file(error, path), str(error)
+        else:
+            # A profile that loads has frames to send.
+            assert profile.spec.frames
+
+
+@FUZZ
+@given(
+    data=st.data(),
+    dbc=st.sampled_from(sorted((ROOT / "dbc").glob("inverter_*.dbc"))),
+)
+def test_a_mutated_dbc_is_reported_by_the_profile_that_uses_it(
+    data: st.DataObject, dbc: Path
+) -> None:
+    profile = next(p for p in PROFILES if f"/{dbc.name}" in p.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "etc" / "inverters").mkdir(parents=True)
+        (Path(tmp) / "dbc").mkdir()
+        (Path(tmp) / "dbc" / dbc.name).write_text(
+            _mutate(dbc.read_text(), data), encoding="utf-8", errors="surrogatepass"
+        )
+        path = Path(tmp) / "etc" / "inverters" / profile.name
+        path.write_text(profile.read_text())
+        try:
+            load_profile(path)
+        except BmsdError as error:
+            assert _names_the_file(error, path), str(error)
+
+
+@FUZZ
+@given(content=st.binary(max_size=400), source=st.sampled_from(PROFILES))
+def test_random_bytes_as_a_profile_give_a_clear_error(content: bytes, source: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / source.name
+        path.write_bytes(content)
+        try:
+            load_profile(path)
+        except BmsdError as error:
+            assert _names_the_file(error, path), str(error)
+
+
+BALANCING_TOPOLOGY = Topology(
+    strings=1,
+    modules_per_string=2,
+    cells_per_module=4,
+    temps_per_module=1,
+    cells_in_parallel=1,
+    module_node_ids=(1, 2),
+)
+
+
+def _balancer() -> Balancer:
+    return Balancer(BalancingConfig(strategy="soc"), BALANCING_TOPOLOGY, 1.0)
+
+
+def _valid_balancing_file() -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        balancer = _balancer()
+        state = balancer.export_state()
+        state["bled_ah"] = [0.5, 0.0, 1.25, 0.0, 0.0, 2.0, 0.0, 0.1]
+        path = Path(tmp) / "balancing.json"
+        write_state(path, BALANCING_KIND, BALANCING_VERSION, state)
+        return path.read_bytes()
+
+
+VALID_BALANCING = _valid_balancing_file()
+
+
+@FUZZ
+@given(content=_corrupted_copies(VALID_BALANCING))
+def test_a_damaged_balancing_file_is_reported_never_raised(content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "balancing.json"
+        path.write_bytes(content)
+        balancer = _balancer()
+        reason = balancer.load(path)
+        bled = np.asarray(balancer.export_state()["bled_ah"])
+        if content == VALID_BALANCING:
+            assert reason == ""
+            assert bled.sum() == 3.85
+        elif reason:
+            assert not bled.any(), "nothing half-loaded from a damaged file"
+        else:
+            assert np.all(np.isfinite(bled) & (bled >= 0.0))
