@@ -38,6 +38,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from tests_support import SUMMARY  # noqa: E402
 
+from bmsd.balancing.coordinator import STATE_FILE as BALANCING_FILE  # noqa: E402
+from bmsd.balancing.coordinator import STATE_KIND as BALANCING_KIND  # noqa: E402
+from bmsd.balancing.coordinator import STATE_VERSION as BALANCING_VERSION  # noqa: E402
 from bmsd.estimation.estimator import STATE_KIND, STATE_VERSION  # noqa: E402
 from bmsd.protection.persistence import KIND as LATCHED_KIND  # noqa: E402
 from bmsd.protection.persistence import VERSION as LATCHED_VERSION  # noqa: E402
@@ -90,7 +93,7 @@ class Daemon:
     def _read(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
-            if "SOC/SOH" in line:
+            if "SOC/SOH" in line or "not used" in line:
                 self.estimator_notes.append(line.strip())
             match = SUMMARY.search(line)
             if match:
@@ -134,6 +137,7 @@ def check_state_files(state_dir: Path) -> list[str]:
     for name, kind, version in (
         ("estimates.json", STATE_KIND, STATE_VERSION),
         ("latched-faults.json", LATCHED_KIND, LATCHED_VERSION),
+        (BALANCING_FILE, BALANCING_KIND, BALANCING_VERSION),
     ):
         path = state_dir / name
         if path.exists():

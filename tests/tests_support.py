@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(
     r"pack tick=(?P<tick>\d+) mode=(?P<mode>\w+) "
     r"CVL=(?P<cvl_v>[\d.]+)V CCL=(?P<ccl_a>[\d.]+)A DCL=(?P<dcl_a>[\d.]+)A "
-    r"(?:SOC=(?P<soc_pct>[\d.]+)%\(±[\d.]+\) )?"
+    r"(?:SOC=(?P<soc_pct>[\d.]+)%\(±(?P<soc_std_pct>[\d.]+)\) )?"
     r"V=(?P<pack_v>[\d.]+|\?)V? I=(?P<current_a>[+-][\d.]+|\?)A? "
     r"cells=(?:(?P<cell_min>[\d.]+)\.\.(?P<cell_max>[\d.]+)V|\?).*?modules=(?P<modules>\d+/\d+)"
 )
