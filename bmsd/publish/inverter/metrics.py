@@ -6,6 +6,8 @@ reads the links' counters at scrape time and keeps no state of its own:
 - ``bmsd_inverter_keepalive_age_seconds{inverter,profile}``: time since the inverter's last
   keep-alive (or request); before the first one, time since start. Only for profiles with a
   keep-alive.
+- ``bmsd_inverter_keepalive_timeout_seconds{inverter,profile}``: the keep-alive timeout bmsd
+  supervises (the profile's or the config's), so an alert compares the age with it.
 - ``bmsd_inverter_frames_sent_total{inverter,frame}``: frames sent, by DBC message name.
 - ``bmsd_inverter_requests_total{inverter}``: requests answered (request-driven profiles).
 """
@@ -40,6 +42,12 @@ class InverterCollector(Collector):
             labels=["inverter", "profile"],
             unit="",
         )
+        timeout = GaugeMetricFamily(
+            "bmsd_inverter_keepalive_timeout_seconds",
+            "Keep-alive timeout supervised for the inverter (profile default or config)",
+            labels=["inverter", "profile"],
+            unit="",
+        )
         frames = CounterMetricFamily(
             "bmsd_inverter_frames_sent",
             "Frames sent to the inverter, by DBC message",
@@ -56,9 +64,12 @@ class InverterCollector(Collector):
                 seen = link.keepalive_seen_at
                 since = link.started_at if seen is None else seen
                 age.add_metric([link.name, spec.name], max(0.0, now - since))
+                if link.settings.keepalive_timeout_s is not None:
+                    timeout.add_metric([link.name, spec.name], link.settings.keepalive_timeout_s)
             for frame in link.profile.sent_frames():
                 frames.add_metric([link.name, frame], float(link.stats.frames_sent[frame]))
             requests.add_metric([link.name], float(link.stats.requests))
         yield age
+        yield timeout
         yield frames
         yield requests

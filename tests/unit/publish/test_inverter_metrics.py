@@ -86,8 +86,24 @@ def test_keepalive_age_counts_from_start_before_the_first(
 ) -> None:
     _, info = closed_state
     profile = load_profile(ROOT / "etc" / "inverters" / "sma_si.toml")
-    link = InverterLink("si", profile, info, LinkSettings(), started_at=10.0)
+    link = InverterLink(
+        "si", profile, info, LinkSettings(keepalive_timeout_s=12.5), started_at=10.0
+    )
     registry = CollectorRegistry()
     registry.register(InverterCollector(lambda: [link], lambda: 17.0))
     labels = {"inverter": "si", "profile": "sma_si"}
     assert registry.get_sample_value("bmsd_inverter_keepalive_age_seconds", labels) == 7.0
+    # The timeout supervised is exported beside the age, so an alert can compare them.
+    assert registry.get_sample_value("bmsd_inverter_keepalive_timeout_seconds", labels) == 12.5
+
+
+def test_no_timeout_series_when_the_keepalive_is_not_supervised(
+    closed_state: tuple[PackState, PackInfo],
+) -> None:
+    _, info = closed_state
+    profile = load_profile(ROOT / "etc" / "inverters" / "sma_si.toml")
+    link = InverterLink("si", profile, info, LinkSettings(), started_at=10.0)
+    registry = CollectorRegistry()
+    registry.register(InverterCollector(lambda: [link], lambda: 17.0))
+    labels = {"inverter": "si", "profile": "sma_si"}
+    assert registry.get_sample_value("bmsd_inverter_keepalive_timeout_seconds", labels) is None
