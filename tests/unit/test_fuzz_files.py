@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,7 +38,11 @@ from bmsd.system.statefile import write_state
 ROOT = Path(__file__).resolve().parents[2]
 SIM_CONFIG = ROOT / "etc" / "sim.toml"
 CELL_FILES = sorted((ROOT / "etc" / "cells").glob("*.toml"))
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# BMSD_FUZZ_EXAMPLES scales a campaign run (docs/reliability.md); the suite's default is quick.
+FUZZ_EXAMPLES = int(os.environ.get("BMSD_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(
+    max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # Literals in TOML syntax, right and wrong types, edge values, and broken syntax.
 toml_literals = st.one_of(

@@ -8,6 +8,7 @@ the snapshot built afterwards must only call valid what lies inside the plausibl
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import can
@@ -49,7 +50,11 @@ random_frames = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("BMSD_FUZZ_EXAMPLES", "200")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(frames=st.lists(st.one_of(known_frames, random_frames), min_size=1, max_size=60))
 def test_any_frame_is_decoded_or_counted_and_dropped(frames: list[can.Message]) -> None:
     store = ReadingStore(TOPOLOGY)
