@@ -147,8 +147,13 @@ def check_state_files(state_dir: Path) -> list[str]:
     return problems
 
 
-def leftovers(state_dir: Path) -> list[str]:
-    return sorted(p.name for p in state_dir.glob(".*.tmp"))
+def leftovers(state_dir: Path, running_pid: int | None = None) -> list[str]:
+    """Temporary files of interrupted writes; those of ``running_pid`` may be a write in
+    progress, not a leftover."""
+    own = f".{running_pid}.tmp"
+    return sorted(
+        p.name for p in state_dir.glob(".*.tmp") if running_pid is None or not p.name.endswith(own)
+    )
 
 
 def has_soc(summary: dict[str, str]) -> bool:
@@ -192,7 +197,7 @@ def crash_rounds(
                 f"SOC {error:.2f} % away from before the kill "
                 f"({'; '.join(daemon.estimator_notes) or 'restored'})"
             )
-        left = leftovers(state_dir)
+        left = leftovers(state_dir, daemon.process.pid)
         if left:
             result.problems.append(f"temporary files left: {', '.join(left)}")
         results.append(result)
