@@ -12,6 +12,10 @@ An interface that fails while running (a USB adapter unplugged, a SocketCAN link
 is reported dead at once — the fault table turns that into a CAN bus fault and the contactors
 open — and reopened in the background with an exponential backoff; when it is back, reception
 resumes with the same handler and the recording goes on in the same file.
+
+Error frames (SocketCAN reports bus-off, error-passive and restarts as error frames) are counted
+per error class and drive the bus's controller state (:mod:`bmsd.canbus.errorframes`), which
+``error_level`` combines with python-can's own ``bus.state``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ from pathlib import Path
 
 import can
 
+from bmsd.canbus.errorframes import (
+    ControllerState,
+    CounterRate,
+    decode_error_frame,
+    error_level,
+    next_controller_state,
+)
 from bmsd.config import BusConfig
 from bmsd.errors import BmsdError
 
@@ -49,6 +60,8 @@ class BusStats:
     decode_errors: int = 0
     bus_errors: int = 0
     frames_by_message: Counter[str] = field(default_factory=Counter)
+    error_frames_by_class: Counter[str] = field(default_factory=Counter)
+    controller_state: ControllerState = ControllerState.ACTIVE  # from the error frames
     last_error: str = ""
     reopen_tries: int = 0
     reopens: int = 0  # successful reopens after a failure
@@ -72,6 +85,8 @@ class CanInterface:
         self._down_since = 0.0
         self._reopen_delay_s = config.reopen_delay_s
         self._reopen_timer: asyncio.TimerHandle | None = None
+        self._error_rate = CounterRate(config.rate_window_s)
+        self._unknown_rate = CounterRate(config.rate_window_s)
 
     @property
     def is_open(self) -> bool:
@@ -121,13 +136,52 @@ class CanInterface:
             if self._recorder is not None:
                 self._recorder(message)
             if message.is_error_frame:
-                stats.error_frames += 1
+                self._on_error_frame(message)
                 return
             stats.rx_frames += 1
             on_frame(message, received_at)
 
         self._receiver = _BatchReceiver(self, bus, loop, deliver)
         self._receiver.start()
+
+    def _on_error_frame(self, message: can.Message) -> None:
+        stats = self.stats
+        stats.error_frames += 1
+        frame = decode_error_frame(message.arbitration_id, message.data or b"")
+        for label in frame.class_labels():
+            stats.error_frames_by_class[label] += 1
+        before = stats.controller_state
+        after = next_controller_state(before, frame)
+        if after is not before:
+            stats.controller_state = after
+            log.log(
+                logging.WARNING if after > before else logging.INFO,
+                "CAN bus %s controller %s -> %s (error frame 0x%X, flags 0x%02X)",
+                self.name,
+                before.label,
+                after.label,
+                message.arbitration_id,
+                int(frame.controller),
+                extra={"fields": {"bus": self.name, "can_state": after.label}},
+            )
+
+    def error_level(self) -> int:
+        """0 error-active, 1 error-passive, 2 bus-off or dead: the worse of the error frames'
+        controller state and python-can's ``bus.state`` (which SocketCAN does not report)."""
+        state = self.bus_state()
+        if state is can.BusState.ERROR:
+            return 2
+        level = error_level(self.stats.controller_state)
+        return max(level, 1) if state is can.BusState.PASSIVE else level
+
+    def error_frame_rate(self, now_s: float) -> float:
+        """Error frames per second over the last ``rate_window_s`` (call once per tick)."""
+        return self._error_rate.update(now_s, self.stats.error_frames)
+
+    def unknown_frame_rate(self, now_s: float) -> float:
+        """Frames with an unknown id or an undecodable payload per second, over the window."""
+        stats = self.stats
+        return self._unknown_rate.update(now_s, stats.unknown_frames + stats.decode_errors)
 
     def send(self, message: can.Message) -> bool:
         """Send without blocking; a failure is counted and logged, and False returned."""
@@ -196,6 +250,9 @@ class CanInterface:
             return
         down_s = time.monotonic() - self._down_since
         self._failure = None
+        # A device back from a failure is a freshly started controller (a SocketCAN link set
+        # up again, an adapter plugged in): error-active, whatever its error frames said.
+        self.stats.controller_state = ControllerState.ACTIVE
         self._reopen_delay_s = self.config.reopen_delay_s
         self.stats.reopens += 1
         log.warning("CAN bus %s is back after %.1f s", self.name, down_s)
