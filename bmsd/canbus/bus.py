@@ -24,7 +24,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 FrameCallback = Callable[[can.Message, float], None]
 
 MAX_FRAMES_PER_WAKEUP = 512
+# Frames a reader thread holds for the loop at most (2 s of a saturated 500 kbit/s bus). Past
+# it the oldest are dropped and counted: under an overload the newest readings matter, and an
+# unbounded backlog would delay every real frame behind it (and grow without limit).
+MAX_BACKLOG_FRAMES = 8192
 
 
 @dataclass(slots=True)
@@ -55,8 +59,10 @@ class BusStats:
     rx_frames: int = 0
     tx_frames: int = 0
     tx_errors: int = 0
+    rx_dropped: int = 0  # received but dropped before decoding: the daemon could not keep up
     error_frames: int = 0
     unknown_frames: int = 0
+    unexpected_module_frames: int = 0  # module frames from node ids the config does not list
     decode_errors: int = 0
     bus_errors: int = 0
     frames_by_message: Counter[str] = field(default_factory=Counter)
@@ -297,9 +303,10 @@ class _BatchReceiver:
 
     SocketCAN-like buses (a file descriptor) are read by the loop itself when readable, draining
     everything available. Other buses are read by a daemon thread blocking in ``recv``; it
-    appends ``(frame, monotonic time)`` to a list and schedules one drain on the loop only when
-    none is pending. A receive error is counted, logged and ends the receiver (the bus is then
-    reported dead, which the fault table turns into a CAN bus fault).
+    appends ``(frame, monotonic time)`` to a bounded backlog and schedules one drain on the loop
+    only when none is pending; the drain works in slices of ``MAX_FRAMES_PER_WAKEUP``. A full
+    backlog drops its oldest frames (counted in ``rx_dropped``). A receive error is counted,
+    logged and ends the receiver (the bus is then reported dead: a CAN bus fault).
     """
 
     def __init__(
@@ -314,7 +321,8 @@ class _BatchReceiver:
         self._loop = loop
         self._deliver = deliver
         self._lock = threading.Lock()
-        self._pending: list[tuple[can.Message, float]] = []
+        self._pending: deque[tuple[can.Message, float]] = deque(maxlen=MAX_BACKLOG_FRAMES)
+        self._dropped = 0  # dropped from the full backlog since the last drain (under _lock)
         self._scheduled = False
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -369,6 +377,8 @@ class _BatchReceiver:
             if message is None:
                 continue
             with lock:
+                if len(pending) == MAX_BACKLOG_FRAMES:
+                    self._dropped += 1  # the deque drops its oldest on append
                 pending.append((message, time.monotonic()))
                 if self._scheduled:
                     continue
@@ -379,12 +389,21 @@ class _BatchReceiver:
                 return
 
     def _drain(self) -> None:
+        # Bounded like _on_readable: a backlog is worked off in slices, and the tick's timer
+        # runs between two slices instead of after the whole backlog.
         with self._lock:
-            batch = self._pending[:]
-            self._pending.clear()
-            self._scheduled = False
+            pending = self._pending
+            count = min(len(pending), MAX_FRAMES_PER_WAKEUP)
+            batch = [pending.popleft() for _ in range(count)]
+            dropped, self._dropped = self._dropped, 0
+            more = bool(pending)
+            self._scheduled = more
+        if dropped:
+            self._interface.stats.rx_dropped += dropped
         for message, received_at in batch:
             self._deliver(message, received_at)
+        if more:
+            self._loop.call_soon(self._drain)
 
     def _fail(self, exc: BaseException) -> None:
         if not self._stopped.is_set():
