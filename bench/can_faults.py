@@ -4,7 +4,8 @@ Prints figures, asserts nothing. One daemon (simulated pack, 100 ms tick) runs; 
 rate a node sends unknown ids (11- and 29-bit) and too-short frames of known ids for
 ``--seconds``, then rests for ``--rest`` seconds. For each rate it prints: frames sent, frames
 the daemon counted (unknown + undecodable), dropped by the daemon's receive backlog, lost
-elsewhere (sent - counted - dropped: the transport's own buffers), the tick lateness
+elsewhere (sent - counted - dropped: the transport's own buffers; negative when the backlog
+also dropped real frames), the CPU share of this process (100 % = one core), the tick lateness
 p50/p99/max (how late each tick started against its schedule), missed ticks, and which
 faults were set during the phase.
 
@@ -104,6 +105,7 @@ class Phase:
     stalls_s: list[float] = field(default_factory=list)
     missed: int = 0
     faults: set[str] = field(default_factory=set)
+    cpu_s: float = 0.0  # CPU time of this process (all its threads) during the flood
 
 
 class Bench:
@@ -147,19 +149,22 @@ class Bench:
         counted0, dropped0 = self.counted(), stats.rx_dropped
         first = len(self.states)
         missed0 = self.states[-1].timing.missed_ticks if self.states else 0  # type: ignore[union-attr]
+        cpu0 = time.process_time()
         if phase.rate >= 0:
             phase.sent, phase.elapsed_s = await self._flood(phase.rate, seconds)
         else:
             await asyncio.sleep(seconds)
             phase.elapsed_s = seconds
+        phase.cpu_s = time.process_time() - cpu0
         ended = last_change = time.monotonic()
-        seen = -1
-        # Until every frame is counted, or nothing more arrives for 1 s (lost on the way).
+        seen = self.counted()
+        # Until every frame is counted, or for 1 s no more than a trickle arrives (the rest was
+        # lost on the way), at most 20 s.
         while self.counted() - counted0 + stats.rx_dropped - dropped0 < phase.sent:
             now = time.monotonic()
-            if self.counted() != seen:
+            if self.counted() > seen + 20:
                 seen, last_change = self.counted(), now
-            elif now - last_change > 1.0:
+            elif now - last_change > 1.0 or now - ended > 20.0:
                 break
             await asyncio.sleep(0.01)
         phase.drain_s = max(0.0, min(time.monotonic(), last_change) - ended)
@@ -255,7 +260,8 @@ async def _phases(bench: Bench, args: argparse.Namespace) -> list[Phase]:
 def print_header() -> None:
     print(
         f"{'rate/s':>8} {'sent':>8} {'sent/s':>8} {'counted':>8} {'dropped':>8} {'lost':>6} "
-        f"{'drain s':>7} {'ticks':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'missed':>6}  "
+        f"{'drain s':>7} {'cpu %':>6} {'ticks':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+        f"{'missed':>6}  "
         "faults set"
     )
 
@@ -266,7 +272,8 @@ def print_phase(p: Phase) -> None:
     faults = ", ".join(sorted(p.faults)) or "-"
     print(
         f"{p.label:>8} {p.sent:>8} {sent_rate:>8.0f} {p.counted:>8} {p.dropped:>8} {lost:>6} "
-        f"{p.drain_s:>7.2f} {len(p.stalls_s):>6} {percentile_ms(p.stalls_s, 50):>7.1f} "
+        f"{p.drain_s:>7.2f} {100 * p.cpu_s / p.elapsed_s:>6.0f} {len(p.stalls_s):>6} "
+        f"{percentile_ms(p.stalls_s, 50):>7.1f} "
         f"{percentile_ms(p.stalls_s, 99):>7.1f} {max(p.stalls_s, default=0) * 1000:>7.1f} "
         f"{p.missed:>6}  {faults}",
         flush=True,
