@@ -18,6 +18,7 @@ Transports:
     .venv/bin/python bench/can_faults.py                          # rates 0 2000 4000 8000 max
     .venv/bin/python bench/can_faults.py --transport udp --seconds 5
     .venv/bin/python bench/can_faults.py --rates 0 4000 --seconds 5
+    .venv/bin/python bench/can_faults.py --set protection.faults.control_loop_overrun.enabled=false
 
 Rate 0 is no flood; "max" is as fast as python-can pushes. A 500 kbit/s bus carries at most
 about 4,000 8-byte frames/s: rates above that are stress beyond what a wire can deliver.
@@ -109,7 +110,9 @@ class Phase:
 
 
 class Bench:
-    def __init__(self, transport: str, channel: str, state_dir: Path) -> None:
+    def __init__(
+        self, transport: str, channel: str, state_dir: Path, extra: Sequence[str] = ()
+    ) -> None:
         self.transport = transport
         self.channel = channel
         self.interface = "virtual" if transport == "virtual" else "udp_multicast"
@@ -123,6 +126,7 @@ class Bench:
             "metrics.port=0",
             "modbus.port=0",
             "logging.level='error'",
+            *extra,
         )
         if transport == "udp":
             # The embedded simulator needs a virtual bus: the pack runs as its own process,
@@ -217,7 +221,7 @@ async def run(args: argparse.Namespace) -> list[Phase]:
         channel = (
             f"bench-canfaults-{os.getpid()}" if args.transport == "virtual" else f"239.74.{tag}.7"
         )
-        bench = Bench(args.transport, channel, Path(tmp) / "state")
+        bench = Bench(args.transport, channel, Path(tmp) / "state", args.set)
         sim = None
         if args.transport == "udp":
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -237,7 +241,12 @@ async def _phases(bench: Bench, args: argparse.Namespace) -> list[Phase]:
         next_reset = time.monotonic() + 10
         while not bench.states or bench.states[-1].mode.value != "closed":
             if time.monotonic() > deadline:
-                raise SystemExit("the daemon did not close its contactors within 90 s")
+                active = (
+                    [lvl.key for lvl in bench.states[-1].faults.active()] if bench.states else []
+                )
+                raise SystemExit(
+                    f"the daemon did not close its contactors within 90 s; active: {active}"
+                )
             if time.monotonic() > next_reset:
                 # A start-up stall on a busy machine can latch a fault: reset, as an operator.
                 next_reset += 10
@@ -295,6 +304,9 @@ def main() -> None:
     parser.add_argument("--rates", nargs="+", default=["0", "2000", "4000", "8000", "max"])
     parser.add_argument("--seconds", type=float, default=10.0, help="flood time per rate")
     parser.add_argument("--rest", type=float, default=3.0, help="quiet time after each rate")
+    parser.add_argument(
+        "--set", action="append", default=[], help="extra config override (repeatable)"
+    )
     parser.add_argument("--flooder", help=argparse.SUPPRESS)  # the flooding process's channel
     args = parser.parse_args()
     if args.flooder:
