@@ -32,14 +32,14 @@ from bmsd.model.state import PackState
 ROOT = Path(__file__).resolve().parents[2]
 TICK_S = 0.1
 COMM_LOSS = ("module_comm_loss", "current_sensor_comm_loss", "switchbox_comm_loss")
-# Faults a flood must not raise. The 0.5 s warnings of the current sensor and switch box are
-# left out: the simulated pack, the flooding node and the daemon share one process (and its
-# GIL) here, on a machine shared with other test runs, so a starved simulator can send late;
-# the fatal levels (1.5 s, 2 s) and the modules' 1 s warning must hold.
-MUST_NOT_SET = {
-    "module_comm_loss.warning",
-    *(f"{fault}.fatal" for fault in COMM_LOSS),
-}
+# Faults a flood must not raise: the comm-loss fatals (1.5 s, 2 s). Their warnings (0.5 s,
+# 1 s) and the contactor-feedback check (0.5 s) are timing thresholds on the simulated pack,
+# which shares this process (and its GIL) with the daemon and the flooding node, on a machine
+# shared with other test runs: at load 9-13 on 2 cores they tripped here without any flood.
+# That the modules' frames keep arriving is checked by counting them instead.
+MUST_NOT_SET = {f"{fault}.fatal" for fault in COMM_LOSS}
+# Faults the CAN faults under test may cause; any other is the machine's, not the test's.
+CAN_FAULTS = {"can_bus_error", "can_error_frame_rate", "can_unknown_frame_rate"}
 
 # linux/can/error.h, written out here (not taken from bmsd)
 CAN_ERR_CRTL, CAN_ERR_BUSOFF, CAN_ERR_RESTARTED = 0x4, 0x40, 0x100
@@ -48,8 +48,8 @@ CRTL_TX_WARNING, CRTL_TX_PASSIVE, CRTL_ACTIVE = 0x08, 0x20, 0x40
 
 
 # The loop-overrun fault is a timing threshold (0.5 s for its fatal level): on a machine shared
-# with other test runs it would judge the machine, not the flood. The flood tests count ticks
-# with a generous bound instead and leave that fault out.
+# with other test runs it would judge the machine, not the CAN faults (it latched here at load
+# 13 without any flood). These tests leave it out; the flood tests count ticks instead.
 NO_OVERRUN_FAULT = "protection.faults.control_loop_overrun.enabled=false"
 
 
@@ -135,11 +135,12 @@ def test_error_frames_drive_the_can_bus_fault(tmp_path: Path) -> None:
             await asyncio.sleep(6 * TICK_S)
             assert not any(key.startswith("can_bus_error") for key in run.active())
 
-            # Error-passive: the warning after its 3-sample debounce, contactors stay closed.
+            # Error-passive: the warning after its 3-sample debounce, not the fatal.
             injector.send(_error_frame(CAN_ERR_CRTL, CRTL_TX_PASSIVE))
             await run.until(lambda: "can_bus_error.warning" in run.active(), 5.0, "warning")
             assert daemon.bus_error_level() == 1
-            assert run.latest.mode is BmsMode.CLOSED
+            await asyncio.sleep(15 * TICK_S)  # longer than the fatal's debounce and delay
+            assert "can_bus_error.fatal" not in run.active()
 
             # Back to error-active: the warning clears (3 good samples).
             injector.send(_error_frame(CAN_ERR_CRTL, CRTL_ACTIVE))
@@ -181,7 +182,7 @@ def test_error_frames_drive_the_can_bus_fault(tmp_path: Path) -> None:
         finally:
             injector.shutdown()
 
-    run = asyncio.run(_with_daemon(overrides(tmp_path), scenario))
+    run = asyncio.run(_with_daemon(overrides(tmp_path, NO_OVERRUN_FAULT), scenario))
     assert run.ever_set() >= {"can_bus_error.warning", "can_bus_error.fatal"}
     assert not run.ever_set() & MUST_NOT_SET
 
@@ -210,13 +211,15 @@ def test_a_noisy_bus_raises_the_error_rate_warning(tmp_path: Path) -> None:
                 tmp_path,
                 "can.slaves.rate_window_s=2.0",
                 "protection.faults.can_error_frame_rate.warning.clear_delay_s=1.0",
+                NO_OVERRUN_FAULT,
             ),
             scenario,
         )
     )
     assert run.daemon.buses["slaves"].stats.error_frames == 40
-    assert run.latest.mode is BmsMode.CLOSED
-    assert not any(level.level.label == "fatal" for level in run.latest.faults.active())
+    # Bus errors alone (no state change) raise the rate warning only, never the bus fault.
+    can_faults = {key for key in run.ever_set() if key.split(".")[0] in CAN_FAULTS}
+    assert can_faults == {"can_error_frame_rate.warning"}
 
 
 # A saturated 500 kbit/s bus: an 8-byte standard frame is 111 bits plus stuff bits and the
@@ -305,9 +308,12 @@ def test_a_babbling_node_is_counted_and_warned_about_and_the_tick_goes_on(tmp_pa
 
     async def scenario(run: Run) -> None:
         stats = run.daemon.buses["slaves"].stats
+        quiet_before = stats.frames_by_message["SLAVE_CELL_VOLTAGES"]
+        await asyncio.sleep(flood.duration_s)
+        quiet = stats.frames_by_message["SLAVE_CELL_VOLTAGES"] - quiet_before
         unknown_before, errors_before = stats.unknown_frames, stats.decode_errors
         ticks, elapsed_s, module_frames = await _flood(run, flood)
-        result.update(ticks=ticks, elapsed_s=elapsed_s, module_frames=module_frames)
+        result.update(ticks=ticks, elapsed_s=elapsed_s, module_frames=module_frames, quiet=quiet)
         # Every frame counted once everything queued is delivered.
         await run.until(
             lambda: (
@@ -344,13 +350,14 @@ def test_a_babbling_node_is_counted_and_warned_about_and_the_tick_goes_on(tmp_pa
     assert sent / result["elapsed_s"] > 1000, "the flood was not a flood"
     # The tick kept running: a generous bound (the machine is shared), no timing assertion.
     assert result["ticks"] >= 0.5 * result["elapsed_s"] / TICK_S
-    # The real modules kept sending and their frames kept arriving: no comm-loss at any level,
-    # nothing fatal, the contactors stayed closed.
-    assert result["module_frames"] > 0
+    # The real modules' frames kept arriving: during the flood at least half as many cell
+    # voltage frames as in as long a quiet time just before it, none dropped, no comm-loss
+    # fatal; the flood itself raised only its warning.
+    assert result["module_frames"] >= 0.5 * result["quiet"] > 0, result
     assert not run.ever_set() & MUST_NOT_SET
     assert stats_dropped(run) == 0
-    assert all(state.mode is BmsMode.CLOSED for state in run.states[-20:])
-    assert not any(key.endswith(".fatal") for key in run.ever_set())
+    can_faults = {key for key in run.ever_set() if key.split(".")[0] in CAN_FAULTS}
+    assert can_faults == {"can_unknown_frame_rate.warning"}
 
 
 def test_module_frames_from_an_unconfigured_node_trip_the_module_count_fault(
