@@ -27,6 +27,7 @@ from bmsd.balancing.commands import BalancingSender
 from bmsd.balancing.coordinator import STATE_FILE as BALANCING_FILE
 from bmsd.canbus.bus import CanInterface
 from bmsd.canbus.codec import FrameDecoder, FrameEncoder
+from bmsd.canbus.errorframes import CAN_ERROR_FRAME_RATE, CAN_UNKNOWN_FRAME_RATE
 from bmsd.canbus.protocol import Protocol, load_protocol
 from bmsd.config import Config, load_config
 from bmsd.control.controller import Controller
@@ -108,6 +109,7 @@ class Daemon:
         # Act first: the contactor command leaves before the (fsync-ing) persistence of the
         # same tick, so writing the latch never delays opening.
         self.loop.on_tick += [self._send_contactor_command, self._persist]
+        self._register_bus_rates()
         self._balancing_hook()
         self.inverters = self._build_inverters()
         self.notifier = ServiceNotifier(config.service.status_interval_s)
@@ -202,12 +204,22 @@ class Daemon:
                 continue
             if bus.receiver_failed() is not None:
                 return 2
-            state = bus.bus_state()
-            if state is can.BusState.ERROR:
-                return 2
-            if state is can.BusState.PASSIVE:
-                worst = 1
+            worst = max(worst, bus.error_level())
         return worst
+
+    def _register_bus_rates(self) -> None:
+        """The worst bus's error-frame and unknown-frame rates, judged by the fault table."""
+
+        def worst(rate: Callable[[CanInterface, float], float]) -> Callable[[float], float | None]:
+            def provider(now_s: float) -> float | None:
+                values = [rate(bus, now_s) for bus in self.buses.values() if bus.is_open]
+                return max(values) if values else None
+
+            return provider
+
+        external = self.controller.external
+        external.register(CAN_ERROR_FRAME_RATE, worst(CanInterface.error_frame_rate))
+        external.register(CAN_UNKNOWN_FRAME_RATE, worst(CanInterface.unknown_frame_rate))
 
     def _explain(self) -> str:
         state = self.hub.latest

@@ -106,6 +106,12 @@ class BusConfig:
         default=0.5,
     )
     reopen_max_delay_s: float = doc("Longest wait between two reopen tries", unit="s", default=30.0)
+    rate_window_s: float = doc(
+        "Window over which the error-frame and unknown-frame rates of this bus are averaged "
+        "(faults can_error_frame_rate, can_unknown_frame_rate)",
+        unit="s",
+        default=10.0,
+    )
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
@@ -115,6 +121,8 @@ class BusConfig:
             problems.append(("reopen_delay_s", "must be positive"))
         if self.reopen_max_delay_s < self.reopen_delay_s:
             problems.append(("reopen_max_delay_s", "must not be below reopen_delay_s"))
+        if not 0.5 <= self.rate_window_s <= 3600:
+            problems.append(("rate_window_s", "must be between 0.5 and 3600"))
         if not 10_000 <= self.bitrate <= 8_000_000:
             problems.append(("bitrate", "must be between 10000 and 8000000"))
         if self.record and Path(self.record).suffix.lower() not in RECORD_SUFFIXES:

@@ -16,7 +16,7 @@ from bmsd.acquisition.store import ReadingStore
 from bmsd.canbus.bus import BusStats
 from bmsd.canbus.codec import FrameDecoder
 from bmsd.errors import CanCodecError
-from bmsd.model.readings import Reading
+from bmsd.model.readings import Reading, UnexpectedModule
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class Ingest:
             return
         name, readings = result
         self._stats.frames_by_message[name] += 1
+        if readings and isinstance(readings[0], UnexpectedModule):
+            self._stats.unexpected_module_frames += 1
         for reading in readings:
             self._store.apply(reading)
         urgent, wake = self._urgent, self._on_urgent

@@ -12,6 +12,10 @@ An interface that fails while running (a USB adapter unplugged, a SocketCAN link
 is reported dead at once — the fault table turns that into a CAN bus fault and the contactors
 open — and reopened in the background with an exponential backoff; when it is back, reception
 resumes with the same handler and the recording goes on in the same file.
+
+Error frames (SocketCAN reports bus-off, error-passive and restarts as error frames) are counted
+per error class and drive the bus's controller state (:mod:`bmsd.canbus.errorframes`), which
+``error_level`` combines with python-can's own ``bus.state``.
 """
 
 from __future__ import annotations
@@ -20,13 +24,20 @@ import asyncio
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import can
 
+from bmsd.canbus.errorframes import (
+    ControllerState,
+    CounterRate,
+    decode_error_frame,
+    error_level,
+    next_controller_state,
+)
 from bmsd.config import BusConfig
 from bmsd.errors import BmsdError
 
@@ -35,6 +46,10 @@ log = logging.getLogger(__name__)
 FrameCallback = Callable[[can.Message, float], None]
 
 MAX_FRAMES_PER_WAKEUP = 512
+# Frames a reader thread holds for the loop at most (2 s of a saturated 500 kbit/s bus). Past
+# it the oldest are dropped and counted: under an overload the newest readings matter, and an
+# unbounded backlog would delay every real frame behind it (and grow without limit).
+MAX_BACKLOG_FRAMES = 8192
 
 
 @dataclass(slots=True)
@@ -44,11 +59,15 @@ class BusStats:
     rx_frames: int = 0
     tx_frames: int = 0
     tx_errors: int = 0
+    rx_dropped: int = 0  # received but dropped before decoding: the daemon could not keep up
     error_frames: int = 0
     unknown_frames: int = 0
+    unexpected_module_frames: int = 0  # module frames from node ids the config does not list
     decode_errors: int = 0
     bus_errors: int = 0
     frames_by_message: Counter[str] = field(default_factory=Counter)
+    error_frames_by_class: Counter[str] = field(default_factory=Counter)
+    controller_state: ControllerState = ControllerState.ACTIVE  # from the error frames
     last_error: str = ""
     reopen_tries: int = 0
     reopens: int = 0  # successful reopens after a failure
@@ -72,6 +91,8 @@ class CanInterface:
         self._down_since = 0.0
         self._reopen_delay_s = config.reopen_delay_s
         self._reopen_timer: asyncio.TimerHandle | None = None
+        self._error_rate = CounterRate(config.rate_window_s)
+        self._unknown_rate = CounterRate(config.rate_window_s)
 
     @property
     def is_open(self) -> bool:
@@ -121,13 +142,52 @@ class CanInterface:
             if self._recorder is not None:
                 self._recorder(message)
             if message.is_error_frame:
-                stats.error_frames += 1
+                self._on_error_frame(message)
                 return
             stats.rx_frames += 1
             on_frame(message, received_at)
 
         self._receiver = _BatchReceiver(self, bus, loop, deliver)
         self._receiver.start()
+
+    def _on_error_frame(self, message: can.Message) -> None:
+        stats = self.stats
+        stats.error_frames += 1
+        frame = decode_error_frame(message.arbitration_id, message.data or b"")
+        for label in frame.class_labels():
+            stats.error_frames_by_class[label] += 1
+        before = stats.controller_state
+        after = next_controller_state(before, frame)
+        if after is not before:
+            stats.controller_state = after
+            log.log(
+                logging.WARNING if after > before else logging.INFO,
+                "CAN bus %s controller %s -> %s (error frame 0x%X, flags 0x%02X)",
+                self.name,
+                before.label,
+                after.label,
+                message.arbitration_id,
+                int(frame.controller),
+                extra={"fields": {"bus": self.name, "can_state": after.label}},
+            )
+
+    def error_level(self) -> int:
+        """0 error-active, 1 error-passive, 2 bus-off or dead: the worse of the error frames'
+        controller state and python-can's ``bus.state`` (which SocketCAN does not report)."""
+        state = self.bus_state()
+        if state is can.BusState.ERROR:
+            return 2
+        level = error_level(self.stats.controller_state)
+        return max(level, 1) if state is can.BusState.PASSIVE else level
+
+    def error_frame_rate(self, now_s: float) -> float:
+        """Error frames per second over the last ``rate_window_s`` (call once per tick)."""
+        return self._error_rate.update(now_s, self.stats.error_frames)
+
+    def unknown_frame_rate(self, now_s: float) -> float:
+        """Frames with an unknown id or an undecodable payload per second, over the window."""
+        stats = self.stats
+        return self._unknown_rate.update(now_s, stats.unknown_frames + stats.decode_errors)
 
     def send(self, message: can.Message) -> bool:
         """Send without blocking; a failure is counted and logged, and False returned."""
@@ -196,6 +256,9 @@ class CanInterface:
             return
         down_s = time.monotonic() - self._down_since
         self._failure = None
+        # A device back from a failure is a freshly started controller (a SocketCAN link set
+        # up again, an adapter plugged in): error-active, whatever its error frames said.
+        self.stats.controller_state = ControllerState.ACTIVE
         self._reopen_delay_s = self.config.reopen_delay_s
         self.stats.reopens += 1
         log.warning("CAN bus %s is back after %.1f s", self.name, down_s)
@@ -240,9 +303,10 @@ class _BatchReceiver:
 
     SocketCAN-like buses (a file descriptor) are read by the loop itself when readable, draining
     everything available. Other buses are read by a daemon thread blocking in ``recv``; it
-    appends ``(frame, monotonic time)`` to a list and schedules one drain on the loop only when
-    none is pending. A receive error is counted, logged and ends the receiver (the bus is then
-    reported dead, which the fault table turns into a CAN bus fault).
+    appends ``(frame, monotonic time)`` to a bounded backlog and schedules one drain on the loop
+    only when none is pending; the drain works in slices of ``MAX_FRAMES_PER_WAKEUP``. A full
+    backlog drops its oldest frames (counted in ``rx_dropped``). A receive error is counted,
+    logged and ends the receiver (the bus is then reported dead: a CAN bus fault).
     """
 
     def __init__(
@@ -257,7 +321,8 @@ class _BatchReceiver:
         self._loop = loop
         self._deliver = deliver
         self._lock = threading.Lock()
-        self._pending: list[tuple[can.Message, float]] = []
+        self._pending: deque[tuple[can.Message, float]] = deque(maxlen=MAX_BACKLOG_FRAMES)
+        self._dropped = 0  # dropped from the full backlog since the last drain (under _lock)
         self._scheduled = False
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -312,6 +377,8 @@ class _BatchReceiver:
             if message is None:
                 continue
             with lock:
+                if len(pending) == MAX_BACKLOG_FRAMES:
+                    self._dropped += 1  # the deque drops its oldest on append
                 pending.append((message, time.monotonic()))
                 if self._scheduled:
                     continue
@@ -322,12 +389,21 @@ class _BatchReceiver:
                 return
 
     def _drain(self) -> None:
+        # Bounded like _on_readable: a backlog is worked off in slices, and the tick's timer
+        # runs between two slices instead of after the whole backlog.
         with self._lock:
-            batch = self._pending[:]
-            self._pending.clear()
-            self._scheduled = False
+            pending = self._pending
+            count = min(len(pending), MAX_FRAMES_PER_WAKEUP)
+            batch = [pending.popleft() for _ in range(count)]
+            dropped, self._dropped = self._dropped, 0
+            more = bool(pending)
+            self._scheduled = more
+        if dropped:
+            self._interface.stats.rx_dropped += dropped
         for message, received_at in batch:
             self._deliver(message, received_at)
+        if more:
+            self._loop.call_soon(self._drain)
 
     def _fail(self, exc: BaseException) -> None:
         if not self._stopped.is_set():

@@ -40,6 +40,9 @@ class _Handler:
     name: str
     message: Any  # cantools Message
     build: Builder
+    # False for frames whose signals nobody reads (an unconfigured node's module frames): a
+    # babbling stranger then costs a length check, not a cantools decode, per frame.
+    decode_signals: bool = True
 
 
 def _frame_key(frame_id: int, is_extended: bool) -> int:
@@ -93,6 +96,13 @@ class FrameDecoder:
         handler = self._handlers.get(_frame_key(frame_id, is_extended))
         if handler is None:
             return None
+        if not handler.decode_signals:
+            if len(data) < handler.message.length:  # as cantools: short is an error
+                raise CanCodecError(
+                    f"{handler.name} (0x{frame_id:X}): {len(data)} bytes, "
+                    f"expected {handler.message.length}"
+                )
+            return handler.name, handler.build({}, received_at)
         try:
             signals = handler.message.decode(bytes(data), decode_choices=False, scaling=True)
         except Exception as exc:  # cantools raises several error types for bad payloads
@@ -175,7 +185,9 @@ class FrameDecoder:
                     0x1FFFFFFF if message.is_extended_frame else 0x7FF
                 ):
                     continue  # another device's id: that device wins
-                self._handlers[key] = _Handler(name, message, _stranger_builder(node_id))
+                self._handlers[key] = _Handler(
+                    name, message, _stranger_builder(node_id), decode_signals=False
+                )
 
     def _build_sensor_handlers(self) -> None:
         mapping = self._protocol.mapping

@@ -340,6 +340,22 @@ QUANTITIES: tuple[Quantity, ...] = (
         lambda i: float(i.bus_error_level),
     ),
     Quantity(
+        "can_error_frames_per_s",
+        "above",
+        "1/s",
+        "Error frames per second on the worst CAN bus, averaged over its rate_window_s "
+        "(a noisy bus: wiring, termination, a failing node)",
+        lambda i: i.external.get("can_error_frames_per_s"),
+    ),
+    Quantity(
+        "can_unknown_frames_per_s",
+        "above",
+        "1/s",
+        "Frames per second with an unknown id or an undecodable payload on the worst CAN bus, "
+        "averaged over its rate_window_s (a babbling or misconfigured node)",
+        lambda i: i.external.get("can_unknown_frames_per_s"),
+    ),
+    Quantity(
         "state_file_damaged",
         "above",
         "",

@@ -53,6 +53,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from bmsd.canbus.bus import CanInterface
+from bmsd.canbus.errorframes import ERROR_CLASS_LABELS
 from bmsd.config import MetricsConfig
 from bmsd.errors import BmsdError
 from bmsd.model.bms import BmsMode
@@ -366,6 +367,13 @@ def _bus_messages(scrape: Scrape) -> Iterator[Sample]:
             yield (name, message), float(count)
 
 
+def _bus_error_classes(scrape: Scrape) -> Iterator[Sample]:
+    for name, bus in scrape.sources.buses.items():
+        counts = dict(bus.stats.error_frames_by_class)  # one copy under the GIL, as above
+        for label in ERROR_CLASS_LABELS:
+            yield (name, label), float(counts.get(label, 0))
+
+
 def _receiver_up(bus: CanInterface) -> float:
     return float(bus.is_open and bus.receiver_failed() is None)
 
@@ -610,6 +618,9 @@ METRICS: tuple[MetricSpec, ...] = (
     # CAN
     MetricSpec("bmsd_can_frames_received_total", "counter", "Frames received", ("bus",),
                source="bus", values=_bus(lambda b: b.stats.rx_frames)),
+    MetricSpec("bmsd_can_frames_dropped_total", "counter",
+               "Frames received but dropped before decoding (the daemon could not keep up)",
+               ("bus",), source="bus", values=_bus(lambda b: b.stats.rx_dropped)),
     MetricSpec("bmsd_can_frames_sent_total", "counter", "Frames sent", ("bus",), source="bus",
                values=_bus(lambda b: b.stats.tx_frames)),
     MetricSpec("bmsd_can_send_errors_total", "counter", "Frames that could not be sent",
@@ -619,10 +630,23 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bmsd_can_unknown_frames_total", "counter",
                "Frames with an identifier nobody decodes", ("bus",), source="bus",
                values=_bus(lambda b: b.stats.unknown_frames)),
+    MetricSpec("bmsd_can_unexpected_module_frames_total", "counter",
+               "Module frames from node ids the configuration does not list", ("bus",),
+               source="bus", values=_bus(lambda b: b.stats.unexpected_module_frames)),
     MetricSpec("bmsd_can_decode_errors_total", "counter", "Frames that did not decode", ("bus",),
                source="bus", values=_bus(lambda b: b.stats.decode_errors)),
     MetricSpec("bmsd_can_bus_errors_total", "counter", "Receive failures of the bus driver",
                ("bus",), source="bus", values=_bus(lambda b: b.stats.bus_errors)),
+    MetricSpec("bmsd_can_error_frames_by_class_total", "counter",
+               "Error frames by SocketCAN error class (a frame may carry several classes)",
+               ("bus", "class"), source="bus", values=_bus_error_classes),
+    MetricSpec("bmsd_can_controller_state", "gauge",
+               "CAN controller state from its error frames: 0 active, 1 warning, 2 passive, "
+               "3 bus-off", ("bus",), source="bus",
+               values=_bus(lambda b: float(b.stats.controller_state))),
+    MetricSpec("bmsd_can_bus_error_level", "gauge",
+               "Bus error level the fault table sees: 0 active, 1 passive, 2 bus-off or dead",
+               ("bus",), source="bus", values=_bus(lambda b: float(b.error_level()))),
     MetricSpec("bmsd_can_receiver_up", "gauge", "1 while the bus is open and its receiver runs",
                ("bus",), source="bus", values=_bus(_receiver_up)),
     MetricSpec("bmsd_can_message_frames_total", "counter", "Frames decoded, by message",

@@ -582,3 +582,27 @@ def test_ingest_counts_and_drops(protocol: Protocol) -> None:
     assert store.module_seen_at[0] == 1.0
     assert store.module_seen_at[1] == float("-inf")
     assert store.scalar(Quantity.PACK_CURRENT_A) == (pytest.approx(-2.6), 1.1)
+
+
+def test_unconfigured_node_frames_are_noticed_counted_and_length_checked(
+    protocol: Protocol, decoder: FrameDecoder
+) -> None:
+    """A stranger's module frame is an UnexpectedModule reading (its signals are not decoded:
+    a babbling stranger must stay cheap), a short one a decode error, both counted."""
+    store = ReadingStore(topology())
+    stats = BusStats()
+    ingest = Ingest(decoder, store, stats)
+    for name in ("SLAVE_CELL_VOLTAGES", "SLAVE_TEMPERATURES", "SLAVE_STATUS"):
+        frame_id, data = frame(protocol, name, {}, node_id=9)
+        ingest.on_frame(_message(frame_id, data), 2.0)
+        ingest.on_frame(_message(frame_id, data[:3]), 2.1)
+        with pytest.raises(CanCodecError, match="3 bytes"):
+            decoder.decode(frame_id, False, data[:3], 2.1)
+    assert stats.unexpected_module_frames == 3
+    assert stats.decode_errors == 3
+    assert stats.unknown_frames == 0
+    assert store.unexpected_nodes == {9: 2.0}
+    # A configured node's frames are not counted as a stranger's.
+    frame_id, data = frame(protocol, "SLAVE_STATUS", {}, node_id=7)
+    ingest.on_frame(_message(frame_id, data), 2.2)
+    assert stats.unexpected_module_frames == 3

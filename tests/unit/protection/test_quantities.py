@@ -157,7 +157,7 @@ def test_quantity_names_are_unique_and_described() -> None:
         assert callable(quantity.value), quantity.name
 
 
-UNIT_OF_SUFFIX = {"_v": "V", "_s": "s", "_a": "A", "_c": ("°C", "C"), "_pct": "%"}
+UNIT_OF_SUFFIX = {"_per_s": "1/s", "_v": "V", "_s": "s", "_a": "A", "_c": ("°C", "C"), "_pct": "%"}
 
 
 @pytest.mark.parametrize("quantity", QUANTITIES, ids=lambda q: q.name)
@@ -266,6 +266,11 @@ VALUES = [
     ("ems_heartbeat_timeout", inputs(), None),  # not supervised: cannot judge
     ("ems_heartbeat_timeout", inputs(external={"ems_heartbeat_timeout": 0.0}), 0.0),
     ("ems_heartbeat_timeout", inputs(external={"ems_heartbeat_timeout": 2.0}), 2.0),
+    ("can_error_frames_per_s", inputs(), None),  # no bus open: not judged
+    ("can_error_frames_per_s", inputs(external={"can_error_frames_per_s": 0.0}), 0.0),
+    ("can_error_frames_per_s", inputs(external={"can_error_frames_per_s": 12.5}), 12.5),
+    ("can_unknown_frames_per_s", inputs(), None),
+    ("can_unknown_frames_per_s", inputs(external={"can_unknown_frames_per_s": 4000.0}), 4000.0),
     ("inverter_keepalive_overdue_s", inputs(), None),  # no inverter: not judged
     ("inverter_keepalive_overdue_s", inputs(external={"inverter_keepalive_overdue_s": None}), None),
     ("inverter_keepalive_overdue_s", inputs(external={"inverter_keepalive_overdue_s": -2.0}), -2.0),
@@ -352,7 +357,12 @@ def test_every_shipped_fault_has_a_fatal_or_is_a_diagnostic_warning(
     except diagnostic warnings that block nothing (opening the contactors would not help: a lost
     inverter keep-alive would prevent a black start; a balancing mismatch is for the operator)."""
     without_fatal = [fid for fid, spec in table.items() if spec.fatal is None]
-    assert set(without_fatal) <= {"balancing_feedback_mismatch", "inverter_keepalive_lost"}
+    assert set(without_fatal) <= {
+        "balancing_feedback_mismatch",
+        "inverter_keepalive_lost",
+        "can_error_frame_rate",  # early warnings: bus-off and comm loss have their own fatals
+        "can_unknown_frame_rate",
+    }
     for fault_id in without_fatal:
         assert table[fault_id].warning is not None and table[fault_id].blocks == "none", fault_id
     soa = [fid for fid, spec in table.items() if spec.blocks in ("charge", "discharge")]
