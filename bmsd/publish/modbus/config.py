@@ -83,12 +83,20 @@ class ModbusConfig:
         default=1,
     )
     max_connections: int = doc(
-        "Most simultaneous client connections; a further one is closed at once", default=16
+        "Most simultaneous client connections; a further one replaces the quietest connection "
+        "that has not been answered for frame_timeout_s (or never), else it is closed at once",
+        default=16,
     )
     idle_timeout_s: float = doc(
-        "A connection that sends nothing for this long is closed; 0: never",
+        "A connection that gets no request answered for this long is closed; 0: never",
         unit="s",
         default=60.0,
+    )
+    frame_timeout_s: float = doc(
+        "Bytes that do not form a complete request within this long (a slow or truncated "
+        "frame, garbage, a wrong protocol id) close the connection",
+        unit="s",
+        default=5.0,
     )
     max_state_age_s: float = doc(
         "A read is answered with exception 04 (SLAVE DEVICE FAILURE) when the newest pack "
@@ -117,6 +125,7 @@ class ModbusConfig:
         if self.idle_timeout_s < 0:
             problems.append(("idle_timeout_s", "must not be negative"))
         problems += must_be_positive(self, "max_state_age_s")
+        problems += must_be_positive(self, "frame_timeout_s")
         try:
             ipaddress.ip_address(self.host)
         except ValueError:

@@ -103,9 +103,11 @@ class ModbusStats:
 
     requests: Counter[int] = field(default_factory=Counter)  # by function code
     errors: Counter[tuple[int, int]] = field(default_factory=Counter)  # (function, exception)
-    connections: int = 0
+    connections_accepted: int = 0
     connections_refused: int = 0
     connections_idle_closed: int = 0
+    connections_evicted: int = 0  # quiet connections closed to admit a new one at the limit
+    connections_frame_timeout: int = 0  # closed: bytes that formed no request in time
     writes_accepted: int = 0
     writes_refused: int = 0
     encodings: int = 0  # register images built (one per new state that was read)
@@ -165,62 +167,140 @@ def _decoder_table() -> dict[int, tuple[type[ModbusPDU], type[ModbusPDU]]]:
 
 
 class _Handler(ServerRequestHandler):
-    """One client connection: knows its peer, its idle time, and counts what it serves."""
+    """One client connection: knows its peer and its timeouts, and counts what it serves.
+
+    Two clocks per connection, both on the server's loop time: ``answered_s``, when a request
+    was last answered (the idle timeout, and which connection yields to a new one when the
+    limit is reached), and ``pending_since_s``, since when bytes have been waiting that do not
+    form a request yet (the frame timeout). Bytes alone are not activity: a client trickling
+    one byte at a time, or sending garbage, would otherwise hold its slot forever.
+    """
 
     def __init__(self, owner: _Server) -> None:
         super().__init__(owner, None, None, None)  # type: ignore[no-untyped-call]
         self.owner = owner
         self.peer: tuple[str, int] | None = None
-        self.last_activity = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.connected_s = 0.0
+        self.answered_s: float | None = None
+        self.pending_since_s: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def callback_connected(self) -> None:
         super().callback_connected()
         peername = self.transport.get_extra_info("peername") if self.transport else None
         self.peer = (str(peername[0]), int(peername[1])) if peername else None
         owner = self.owner
-        if len(owner.active_connections) > owner.bmsd.config.max_connections:
-            owner.bmsd.stats.connections_refused += 1
+        config = owner.bmsd.config
+        stats = owner.bmsd.stats
+        self.connected_s = self.loop.time()
+        if len(owner.active_connections) > config.max_connections:
+            victim = self._quietest(config.frame_timeout_s)
+            if victim is None:
+                stats.connections_refused += 1
+                log.warning(
+                    "modbus: connection from %s refused: %d connections is the limit",
+                    _peer_text(self.peer),
+                    config.max_connections,
+                )
+                self.close()
+                return
+            stats.connections_evicted += 1
             log.warning(
-                "modbus: connection from %s refused: %d connections is the limit",
+                "modbus: closing %s (quiet for %.1f s) for %s: %d connections is the limit",
+                _peer_text(victim.peer),
+                self.connected_s - victim.quiet_since_s,
                 _peer_text(self.peer),
-                owner.bmsd.config.max_connections,
+                config.max_connections,
             )
-            self.close()
-            return
-        self.last_activity = self.loop.time()
-        self._arm_idle_timer(owner.bmsd.config.idle_timeout_s)
+            victim.close()
+        stats.connections_accepted += 1
+        self._arm_timer()
         log.debug("modbus: client %s connected", _peer_text(self.peer))
 
+    @property
+    def quiet_since_s(self) -> float:
+        return self.connected_s if self.answered_s is None else self.answered_s
+
+    def _quietest(self, quiet_s: float) -> _Handler | None:
+        """The connection a new one replaces when the limit is reached: one never answered
+        (oldest first), else the longest unanswered one if quiet for ``quiet_s``; None when
+        every other connection is a client being served."""
+        now = self.loop.time()
+        candidates = [
+            other
+            for other in self.owner.active_connections.values()
+            if isinstance(other, _Handler)
+            and other is not self
+            and not other.is_closing
+            and (other.answered_s is None or now - other.answered_s >= quiet_s)
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda h: (h.answered_s is not None, h.quiet_since_s))
+
     def callback_disconnected(self, exc: Exception | None) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._cancel_timer()
         super().callback_disconnected(exc)
 
     def close(self, reconnect: bool = False) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._cancel_timer()
         super().close(reconnect)
 
-    def _arm_idle_timer(self, delay_s: float) -> None:
-        if self.owner.bmsd.config.idle_timeout_s > 0:
-            self._idle_timer = self.loop.call_later(delay_s, self._idle_check)
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    def _idle_check(self) -> None:
-        timeout = self.owner.bmsd.config.idle_timeout_s
-        idle = self.loop.time() - self.last_activity
-        if idle < timeout:
-            self._arm_idle_timer(timeout - idle)
+    def _deadlines(self) -> tuple[float | None, float | None]:
+        """(idle deadline, frame deadline) in loop time; None where none applies."""
+        config = self.owner.bmsd.config
+        idle = self.quiet_since_s + config.idle_timeout_s if config.idle_timeout_s > 0 else None
+        pending = self.pending_since_s
+        return idle, None if pending is None else pending + config.frame_timeout_s
+
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        if self.is_closing:
             return
-        self._idle_timer = None
-        self.owner.bmsd.stats.connections_idle_closed += 1
-        log.info("modbus: closing %s, idle for %.0f s", _peer_text(self.peer), idle)
-        self.close()
+        deadlines = [d for d in self._deadlines() if d is not None]
+        if deadlines:
+            delay_s = max(min(deadlines) - self.loop.time(), 0.0)
+            self._timer = self.loop.call_later(delay_s, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        idle, frame = self._deadlines()
+        stats = self.owner.bmsd.stats
+        if frame is not None and now >= frame:
+            stats.connections_frame_timeout += 1
+            log.info(
+                "modbus: closing %s, %d byte(s) formed no request in %.1f s",
+                _peer_text(self.peer),
+                len(self.recv_buffer),
+                now - (self.pending_since_s or now),
+            )
+            self.close()
+        elif idle is not None and now >= idle:
+            stats.connections_idle_closed += 1
+            log.info(
+                "modbus: closing %s, no request for %.0f s",
+                _peer_text(self.peer),
+                now - self.quiet_since_s,
+            )
+            self.close()
+        else:
+            self._arm_timer()
 
     def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
-        self.last_activity = self.loop.time()
-        return super().callback_data(data, addr)
+        used: int = super().callback_data(data, addr)
+        if used < len(data):  # the rest of a frame is still to come (or never will)
+            if self.pending_since_s is None:
+                self.pending_since_s = self.loop.time()
+                self._arm_timer()
+        elif self.pending_since_s is not None:
+            self.pending_since_s = None
+        return used
 
     async def handle_request(self) -> None:
         pdu = self.last_pdu
@@ -241,6 +321,8 @@ class _Handler(ServerRequestHandler):
             _CLIENT.reset(token)
 
     def server_send(self, pdu: ModbusPDU | None, addr: Any) -> None:
+        if pdu is not None:
+            self.answered_s = self.loop.time()
         if isinstance(pdu, ExceptionResponse):
             function = pdu.function_code & 0x7F
             self.owner.bmsd.stats.errors[(function, pdu.exception_code)] += 1
@@ -358,6 +440,7 @@ class ModbusServer:
         does not depend on Modbus, and an inverter without answers stops by its own timeout.
         """
         self._daemon_loop = asyncio.get_running_loop()
+        install_pymodbus_log_template()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._thread_main, args=(ready,), name="modbus", daemon=True
@@ -629,6 +712,31 @@ def _simdata(addresses: list[int], writable: set[int]) -> list[SimData]:
         run.append(address)
     flush()
     return blocks
+
+
+class PymodbusLogTemplate(logging.Filter):
+    """Gives pymodbus's log records one template per level.
+
+    pymodbus formats its messages before logging them ("Invalid Modbus protocol id: 4660",
+    "Unable to decode frame ..."), so every bad frame from a hostile client is a new message
+    text and would pass the daemon's per-template rate limit (bmsd.system.logs) into the
+    journal. With the text moved into the arguments, they are rate-limited as one message.
+    """
+
+    TEMPLATE = "pymodbus: %s"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.TEMPLATE:
+            record.args = (record.getMessage(),)
+            record.msg = self.TEMPLATE
+        return True
+
+
+def install_pymodbus_log_template() -> None:
+    """Adds the filter to pymodbus's logger once (it is process-wide, as the logger is)."""
+    logger = logging.getLogger("pymodbus.logging")
+    if not any(isinstance(f, PymodbusLogTemplate) for f in logger.filters):
+        logger.addFilter(PymodbusLogTemplate())
 
 
 def _peer_text(peer: tuple[str, int] | None) -> str:
