@@ -98,6 +98,13 @@ class ModbusConfig:
         unit="s",
         default=5.0,
     )
+    max_cpu_share: float = doc(
+        "Most CPU time the server thread may use, as a share of one core (averaged, with a "
+        "burst of 0.1 s); beyond it the server stops reading from clients and refuses new "
+        "connections until it is back within, so a flood cannot delay the control tick "
+        "(the thread shares the interpreter lock with the control loop)",
+        default=0.3,
+    )
     max_state_age_s: float = doc(
         "A read is answered with exception 04 (SLAVE DEVICE FAILURE) when the newest pack "
         "state is older than this (a stalled control loop), never with stale numbers",
@@ -126,6 +133,8 @@ class ModbusConfig:
             problems.append(("idle_timeout_s", "must not be negative"))
         problems += must_be_positive(self, "max_state_age_s")
         problems += must_be_positive(self, "frame_timeout_s")
+        if not 0.01 <= self.max_cpu_share <= 1.0:
+            problems.append(("max_cpu_share", "must be between 0.01 and 1"))
         try:
             ipaddress.ip_address(self.host)
         except ValueError:

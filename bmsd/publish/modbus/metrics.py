@@ -8,7 +8,8 @@ request costs a counter increment and nothing else.
 - ``bmsd_modbus_connections``: client connections open now
 - ``bmsd_modbus_connections_refused_total``, ``bmsd_modbus_connections_idle_closed_total``
 - ``bmsd_modbus_connections_accepted_total``, ``bmsd_modbus_connections_evicted_total``,
-  ``bmsd_modbus_connections_frame_timeout_total``
+  ``bmsd_modbus_connections_frame_timeout_total``, ``bmsd_modbus_connections_busy_total``
+- ``bmsd_modbus_throttled_seconds_total``: time reading was held off by the CPU budget
 - ``bmsd_modbus_writes_total{result}``: writes accepted or refused
 """
 
@@ -87,6 +88,16 @@ class ModbusCollector(Collector):
             "bmsd_modbus_connections_frame_timeout",
             "Modbus connections closed because their bytes formed no request in time",
             value=float(stats.connections_frame_timeout),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_connections_busy",
+            "Modbus connections refused while the server was over its CPU budget",
+            value=float(stats.connections_busy),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_throttled_seconds",
+            "Time the Modbus server held off reading to stay within its CPU budget",
+            value=float(self._server.budget.paused_s),
         )
         writes = CounterMetricFamily(
             "bmsd_modbus_writes", "Modbus writes by result", labels=["result"]

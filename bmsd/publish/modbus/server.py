@@ -36,6 +36,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.decoders import DecodePDU
 from pymodbus.pdu.register_message import (
@@ -48,6 +49,7 @@ from pymodbus.pdu.register_message import (
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.transaction import TransactionManager
 
 from bmsd.config import Config
 from bmsd.control.controller import Command
@@ -57,6 +59,7 @@ from bmsd.model.bms import Answer, Reply
 from bmsd.model.cell import CellModel
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
+from bmsd.publish.modbus.budget import CpuBudget
 from bmsd.publish.modbus.config import ModbusConfig
 from bmsd.publish.modbus.registers import (
     REGISTERS,
@@ -83,6 +86,8 @@ log = logging.getLogger(__name__)
 MAX_READ_COUNT = 125  # Modbus application protocol, FC 03/04
 MAX_WRITE_COUNT = 123  # FC 16
 
+NEW_CONNECTION_GRACE_S = 1.0
+
 FUNCTION_NAMES: dict[int, str] = {
     3: "read_holding_registers",
     4: "read_input_registers",
@@ -108,6 +113,7 @@ class ModbusStats:
     connections_idle_closed: int = 0
     connections_evicted: int = 0  # quiet connections closed to admit a new one at the limit
     connections_frame_timeout: int = 0  # closed: bytes that formed no request in time
+    connections_busy: int = 0  # refused while the server was over its CPU budget
     writes_accepted: int = 0
     writes_refused: int = 0
     encodings: int = 0  # register images built (one per new state that was read)
@@ -169,10 +175,11 @@ def _decoder_table() -> dict[int, tuple[type[ModbusPDU], type[ModbusPDU]]]:
 class _Handler(ServerRequestHandler):
     """One client connection: knows its peer and its timeouts, and counts what it serves.
 
-    Two clocks per connection, both on the server's loop time: ``answered_s``, when a request
-    was last answered (the idle timeout, and which connection yields to a new one when the
-    limit is reached), and ``pending_since_s``, since when bytes have been waiting that do not
-    form a request yet (the frame timeout). Bytes alone are not activity: a client trickling
+    Two clocks per connection, both on the server's loop time: ``served_s``, when a complete
+    request last arrived or was answered (the idle timeout, and which connection yields to a
+    new one when the limit is reached; a request being served slowly is not quiet), and
+    ``pending_since_s``, since when bytes have been waiting that do not form a request yet
+    (the frame timeout). Bytes alone are not activity: a client trickling
     one byte at a time, or sending garbage, would otherwise hold its slot forever.
     """
 
@@ -181,18 +188,30 @@ class _Handler(ServerRequestHandler):
         self.owner = owner
         self.peer: tuple[str, int] | None = None
         self.connected_s = 0.0
-        self.answered_s: float | None = None
+        self.served_s: float | None = None
         self.pending_since_s: float | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def callback_connected(self) -> None:
         super().callback_connected()
+        if self.is_closing:  # closed (server shutting down) before asyncio connected it
+            if self.transport is not None:
+                self.transport.close()
+            return
         peername = self.transport.get_extra_info("peername") if self.transport else None
         self.peer = (str(peername[0]), int(peername[1])) if peername else None
         owner = self.owner
         config = owner.bmsd.config
         stats = owner.bmsd.stats
         self.connected_s = self.loop.time()
+        if owner.bmsd.over_budget(self.connected_s) > 0:
+            stats.connections_busy += 1
+            log.warning(
+                "modbus: connection from %s refused: the server is over its CPU budget",
+                _peer_text(self.peer),
+            )
+            self.close()
+            return
         if len(owner.active_connections) > config.max_connections:
             victim = self._quietest(config.frame_timeout_s)
             if victim is None:
@@ -219,24 +238,28 @@ class _Handler(ServerRequestHandler):
 
     @property
     def quiet_since_s(self) -> float:
-        return self.connected_s if self.answered_s is None else self.answered_s
+        return self.connected_s if self.served_s is None else self.served_s
 
     def _quietest(self, quiet_s: float) -> _Handler | None:
         """The connection a new one replaces when the limit is reached: one never answered
         (oldest first), else the longest unanswered one if quiet for ``quiet_s``; None when
-        every other connection is a client being served."""
+        every other connection is a client being served. A connection younger than
+        ``NEW_CONNECTION_GRACE_S`` is not replaced: a client must have the time to send its
+        first request, or a connect storm would push out every newcomer."""
         now = self.loop.time()
         candidates = [
             other
             for other in self.owner.active_connections.values()
             if isinstance(other, _Handler)
             and other is not self
+            and other.transport is not None  # accepted, its connection_made still to come
             and not other.is_closing
-            and (other.answered_s is None or now - other.answered_s >= quiet_s)
+            and now - other.connected_s >= NEW_CONNECTION_GRACE_S
+            and (other.served_s is None or now - other.served_s >= quiet_s)
         ]
         if not candidates:
             return None
-        return min(candidates, key=lambda h: (h.answered_s is not None, h.quiet_since_s))
+        return min(candidates, key=lambda h: (h.served_s is not None, h.quiet_since_s))
 
     def callback_disconnected(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -292,8 +315,42 @@ class _Handler(ServerRequestHandler):
         else:
             self._arm_timer()
 
+    def data_received(self, data: bytes) -> None:
+        # Over the CPU budget: hold these bytes and stop reading this client until the
+        # budget allows (the kernel buffers the rest, and TCP slows the client down).
+        delay_s = self.owner.bmsd.over_budget(self.loop.time())
+        if delay_s > 0 and self.transport is not None:
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+            self.loop.call_later(delay_s, self._resume, data)
+            return
+        super().data_received(data)
+
+    def _resume(self, data: bytes) -> None:
+        if self.is_closing or self.transport is None:
+            return
+        self.transport.resume_reading()  # type: ignore[attr-defined]
+        self.data_received(data)
+
     def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
-        used: int = super().callback_data(data, addr)
+        # As ServerRequestHandler.callback_data, but a frame that fails to decode is answered
+        # with its own function code | 0x80 (pymodbus answers function 0x80, which a client
+        # cannot match to its request).
+        try:
+            used: int = TransactionManager.callback_data(self, data, addr)
+        except ModbusIOException as exc:
+            function = data[7] & 0x7F if len(data) > 7 else 0
+            response = ExceptionResponse(
+                function,
+                exception_code=ExcCodes.ILLEGAL_FUNCTION,
+                device_id=exc.dev_id,
+                transaction=exc.transaction_id,
+            )
+            self.server_send(response, addr)
+            used = len(data)
+        else:
+            if self.last_pdu:
+                self.served_s = self.loop.time()
+                self.loop.call_soon(self.handle_later)
         if used < len(data):  # the rest of a frame is still to come (or never will)
             if self.pending_since_s is None:
                 self.pending_since_s = self.loop.time()
@@ -307,6 +364,14 @@ class _Handler(ServerRequestHandler):
         if pdu is None:
             return
         self.owner.bmsd.stats.requests[pdu.function_code] += 1
+        if isinstance(pdu, ExceptionResponse) or pdu.function_code not in FUNCTION_NAMES:
+            # pymodbus decodes a function code above 0x80 as an exception *response*; as a
+            # request it is an unsupported function.
+            response = ExceptionResponse(pdu.function_code & 0x7F, ExcCodes.ILLEGAL_FUNCTION)
+            response.transaction_id = pdu.transaction_id
+            response.dev_id = pdu.dev_id
+            self.server_send(response, None)
+            return
         if pdu.dev_id != self.owner.bmsd.config.unit_id:
             # Another unit behind a gateway that is not there: "gateway target failed".
             response = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
@@ -322,7 +387,7 @@ class _Handler(ServerRequestHandler):
 
     def server_send(self, pdu: ModbusPDU | None, addr: Any) -> None:
         if pdu is not None:
-            self.answered_s = self.loop.time()
+            self.served_s = self.loop.time()
         if isinstance(pdu, ExceptionResponse):
             function = pdu.function_code & 0x7F
             self.owner.bmsd.stats.errors[(function, pdu.exception_code)] += 1
@@ -384,6 +449,7 @@ class ModbusServer:
         self._clock = clock
         self._sunspec = sunspec
         self.stats = ModbusStats()
+        self.budget = CpuBudget(config.max_cpu_share, burst_s=0.1)
         self.heartbeat = EmsHeartbeat(config.ems_heartbeat)
         self._clients = ClientFilter.of(config.writes.allowed_clients)
         self._encoder = NativeEncoder(info.topology)
@@ -440,7 +506,7 @@ class ModbusServer:
         does not depend on Modbus, and an inverter without answers stops by its own timeout.
         """
         self._daemon_loop = asyncio.get_running_loop()
-        install_pymodbus_log_template()
+        quiet_pymodbus_log()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._thread_main, args=(ready,), name="modbus", daemon=True
@@ -549,6 +615,10 @@ class ModbusServer:
             future.cancel()
             raise
 
+    def over_budget(self, now_s: float) -> float:
+        """Seconds to hold off serving (0 within the CPU budget); server thread only."""
+        return self.budget.delay_s(now_s, time.thread_time())
+
     # -- supervision --------------------------------------------------------------------------
 
     def heartbeat_supervision(self, now: float) -> float | None:
@@ -585,6 +655,23 @@ class ModbusServer:
         self.stats.encodings += 1
 
     async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        try:
+            return await self._serve(
+                function_code, start_address, address, count, registers, set_values
+            )
+        except Exception:  # a bug here must not reach pymodbus's log (quieted): ours, and 04
+            log.exception("modbus: serving FC %d at %d (%d) failed", function_code, address, count)
+            return ExcCodes.DEVICE_FAILURE
+
+    async def _serve(
         self,
         function_code: int,
         start_address: int,
@@ -714,27 +801,44 @@ def _simdata(addresses: list[int], writable: set[int]) -> list[SimData]:
     return blocks
 
 
+PYMODBUS_LOGGER = "pymodbus.logging"
+
+
 class PymodbusLogTemplate(logging.Filter):
-    """Gives pymodbus's log records one template per level.
+    """Gives pymodbus's log records one template per level, and a bounded length.
 
     pymodbus formats its messages before logging them ("Invalid Modbus protocol id: 4660",
     "Unable to decode frame ..."), so every bad frame from a hostile client is a new message
     text and would pass the daemon's per-template rate limit (bmsd.system.logs) into the
     journal. With the text moved into the arguments, they are rate-limited as one message.
+    Its errors carry a hex dump of the last 20 frames (up to half a megabyte): cut.
     """
 
     TEMPLATE = "pymodbus: %s"
+    MAX_CHARS = 500
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != self.TEMPLATE:
-            record.args = (record.getMessage(),)
+            text = record.getMessage()
+            if len(text) > self.MAX_CHARS:
+                text = text[: self.MAX_CHARS] + f"... ({len(text)} characters)"
+            record.args = (text,)
             record.msg = self.TEMPLATE
         return True
 
 
-def install_pymodbus_log_template() -> None:
-    """Adds the filter to pymodbus's logger once (it is process-wide, as the logger is)."""
-    logger = logging.getLogger("pymodbus.logging")
+def quiet_pymodbus_log() -> None:
+    """pymodbus logs (warning, error) every malformed frame a client sends, and builds a hex
+    dump of the last frames for each error before the record reaches any filter: a client
+    sending garbage makes the server thread spend its time, and the interpreter lock the
+    control loop needs, on text. The server counts what clients get wrong (the metrics), so
+    pymodbus's own records are kept to CRITICAL, unless a level was configured for its
+    logger ``pymodbus`` (``logging.loggers``, e.g. to debug a client). Process-wide, as the
+    logger is."""
+    top = logging.getLogger("pymodbus")
+    if top.level == logging.NOTSET:
+        top.setLevel(logging.CRITICAL)
+    logger = logging.getLogger(PYMODBUS_LOGGER)
     if not any(isinstance(f, PymodbusLogTemplate) for f in logger.filters):
         logger.addFilter(PymodbusLogTemplate())
 
