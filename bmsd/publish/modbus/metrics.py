@@ -8,7 +8,8 @@ request costs a counter increment and nothing else.
 - ``bmsd_modbus_connections``: client connections open now
 - ``bmsd_modbus_connections_refused_total``, ``bmsd_modbus_connections_idle_closed_total``
 - ``bmsd_modbus_connections_accepted_total``, ``bmsd_modbus_connections_evicted_total``,
-  ``bmsd_modbus_connections_frame_timeout_total``, ``bmsd_modbus_connections_busy_total``
+  ``bmsd_modbus_connections_frame_timeout_total``, ``bmsd_modbus_connections_busy_total``,
+  ``bmsd_modbus_connections_not_reading_total``
 - ``bmsd_modbus_throttled_seconds_total``: time reading was held off by the CPU budget
 - ``bmsd_modbus_writes_total{result}``: writes accepted or refused
 """
@@ -93,6 +94,11 @@ class ModbusCollector(Collector):
             "bmsd_modbus_connections_busy",
             "Modbus connections refused while the server was over its CPU budget",
             value=float(stats.connections_busy),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_connections_not_reading",
+            "Modbus connections closed because the client did not read its answers",
+            value=float(stats.connections_not_reading),
         )
         yield CounterMetricFamily(
             "bmsd_modbus_throttled_seconds",

@@ -87,6 +87,7 @@ MAX_READ_COUNT = 125  # Modbus application protocol, FC 03/04
 MAX_WRITE_COUNT = 123  # FC 16
 
 NEW_CONNECTION_GRACE_S = 1.0
+MAX_UNREAD_BYTES = 64 * 1024  # answers a client has not read (beyond the kernel's buffers)
 
 FUNCTION_NAMES: dict[int, str] = {
     3: "read_holding_registers",
@@ -114,6 +115,7 @@ class ModbusStats:
     connections_evicted: int = 0  # quiet connections closed to admit a new one at the limit
     connections_frame_timeout: int = 0  # closed: bytes that formed no request in time
     connections_busy: int = 0  # refused while the server was over its CPU budget
+    connections_not_reading: int = 0  # closed: answers piled up unread
     writes_accepted: int = 0
     writes_refused: int = 0
     encodings: int = 0  # register images built (one per new state that was read)
@@ -386,6 +388,18 @@ class _Handler(ServerRequestHandler):
             _CLIENT.reset(token)
 
     def server_send(self, pdu: ModbusPDU | None, addr: Any) -> None:
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > MAX_UNREAD_BYTES:  # type: ignore[attr-defined]
+            # The client sends requests but does not read the answers: they would pile up in
+            # this process's memory.
+            self.owner.bmsd.stats.connections_not_reading += 1
+            log.warning(
+                "modbus: closing %s, it does not read its answers (%d bytes waiting)",
+                _peer_text(self.peer),
+                transport.get_write_buffer_size(),  # type: ignore[attr-defined]
+            )
+            self.close()
+            return
         if pdu is not None:
             self.served_s = self.loop.time()
         if isinstance(pdu, ExceptionResponse):
