@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
+import struct
 import time
 from pathlib import Path
 
@@ -205,6 +207,48 @@ def test_writes_from_an_allowed_address_are_accepted(tmp_path: Path) -> None:
             assert accepted > 0
 
         asyncio.run(scenario())
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_client_that_does_not_read_its_answers_is_closed(tmp_path: Path) -> None:
+    """Requests sent one by one, answers never read: the server closes the connection once
+    64 KiB of answers wait in it (beyond a 64 KiB kernel buffer), not buffering without end."""
+    daemon = mh.DaemonProcess(ROOT, tmp_path / "state", f"hostile-noread-{tmp_path.name}")
+    try:
+        modbus_port, metrics_port = daemon.ports()
+        target = mh.target_of(load_config(ROOT / "etc" / "sim.toml", ()), "127.0.0.1", modbus_port)
+
+        async def scenario() -> int:
+            await mh.wait_ready(target)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", modbus_port))
+            sock.setblocking(False)
+            _reader, writer = await asyncio.open_connection(sock=sock)
+            frame = struct.pack(">BHH", 3, 40000, 125)
+            sent = 0
+            try:
+                # Far more answers than the buffers hold (259 bytes each).
+                while sent < 20_000:
+                    writer.write(mh.mbap(sent, frame, target.unit))
+                    await writer.drain()
+                    sent += 1
+                    await asyncio.sleep(0.001)  # one request per read on the server side
+                    if sent % 250 == 0:
+                        text = await asyncio.to_thread(mh.fetch_metrics, metrics_port)
+                        if mh.metric_value(text, "bmsd_modbus_connections_not_reading_total"):
+                            break
+            except OSError:
+                pass  # closed by the server
+            finally:
+                writer.close()
+            return sent
+
+        sent = asyncio.run(scenario())
+        metrics = mh.fetch_metrics(metrics_port)
+        assert mh.metric_value(metrics, "bmsd_modbus_connections_not_reading_total") == 1, sent
+        assert daemon.process.poll() is None
     finally:
         assert daemon.stop() == 0
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import importlib.metadata
 import logging
+import socket
 import struct
 import threading
 import time
@@ -88,6 +90,7 @@ MAX_WRITE_COUNT = 123  # FC 16
 
 NEW_CONNECTION_GRACE_S = 1.0
 MAX_UNREAD_BYTES = 64 * 1024  # answers a client has not read (beyond the kernel's buffers)
+SEND_BUFFER_BYTES = 64 * 1024  # the kernel's send buffer of a client connection
 
 FUNCTION_NAMES: dict[int, str] = {
     3: "read_holding_registers",
@@ -235,6 +238,12 @@ class _Handler(ServerRequestHandler):
             )
             victim.close()
         stats.connections_accepted += 1
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is not None:
+            # Answers are at most 260 bytes: a small kernel buffer bounds what a client that
+            # does not read can make this host hold (the default grows to megabytes).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self._arm_timer()
         log.debug("modbus: client %s connected", _peer_text(self.peer))
 
