@@ -102,7 +102,9 @@ def test_hostile_clients_are_contained(tmp_path: Path) -> None:
             good = mh.GoodStats()
             campaign = mh.Campaign(target, seed, FRAMES, deadline_s=150, min_duration_s=5)
             sampler = asyncio.ensure_future(sample())
-            reader = asyncio.ensure_future(mh.good_client(target, stop, good))
+            # A generous answer timeout: on a loaded test machine the daemon's threads can wait
+            # seconds for a core; latency is the bench's business, an answer is this test's.
+            reader = asyncio.ensure_future(mh.good_client(target, stop, good, timeout_s=10.0))
             await campaign.run()
             stop.set()
             await asyncio.gather(sampler, reader)
@@ -116,7 +118,8 @@ def test_hostile_clients_are_contained(tmp_path: Path) -> None:
                 )
             print(
                 f"good client: {good.requests} requests, {good.stale} stale (04), "
-                f"p50 {good.percentile_ms(0.5):.1f} ms, p99 {good.percentile_ms(0.99):.1f} ms"
+                f"p50 {good.percentile_ms(0.5):.1f} ms, p99 {good.percentile_ms(0.99):.1f} ms, "
+                f"max {good.percentile_ms(1.0):.1f} ms, {good.reconnects} reconnects"
             )
             assert campaign.frames >= FRAMES
 
@@ -125,6 +128,7 @@ def test_hostile_clients_are_contained(tmp_path: Path) -> None:
                 print("\n".join("FAILURE " + f for f in good.failures))
                 print("".join(line for line in daemon.log_since(log_mark) if "closing" in line))
             assert good.failures == []
+            assert good.reconnects == 0  # a client being served is never the one replaced
             assert good.requests > 100
             assert len(good.ticks_seen) > 20  # fresh states, not one frozen image
             # Every answer to a bad request was the right exception; none a normal answer.
