@@ -17,6 +17,7 @@ so this daemon runs with the overrun fault off (as tests/integration/test_modbus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -253,6 +254,43 @@ def test_a_client_that_does_not_read_its_answers_is_closed(tmp_path: Path) -> No
         metrics = mh.fetch_metrics(metrics_port)
         assert mh.metric_value(metrics, "bmsd_modbus_connections_not_reading_total") == 1, sent
         assert daemon.process.poll() is None
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_garbage_in_chunks_over_the_buffer_is_closed_by_the_frame_timeout(
+    tmp_path: Path,
+) -> None:
+    """pymodbus drops a received chunk over 264 bytes without looking at it: a client sending
+    only such chunks is still closed after frame_timeout_s (it was kept for idle_timeout_s)."""
+    daemon = mh.DaemonProcess(
+        ROOT, tmp_path / "state", f"hostile-chunks-{tmp_path.name}", "modbus.frame_timeout_s=1.0"
+    )
+    try:
+        modbus_port, metrics_port = daemon.ports()
+        target = mh.target_of(load_config(ROOT / "etc" / "sim.toml", ()), "127.0.0.1", modbus_port)
+
+        async def scenario() -> float:
+            await mh.wait_ready(target)
+            reader, writer = await asyncio.open_connection("127.0.0.1", modbus_port)
+            started = time.monotonic()
+            try:
+                while time.monotonic() - started < 30:
+                    writer.write(bytes(range(256)) + bytes(44))  # 300 bytes, one chunk
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        if not await asyncio.wait_for(reader.read(100), 0.2):
+                            break  # closed by the server
+            except OSError:
+                pass
+            finally:
+                writer.close()
+            return time.monotonic() - started
+
+        held_s = asyncio.run(scenario())
+        metrics = mh.fetch_metrics(metrics_port)
+        assert mh.metric_value(metrics, "bmsd_modbus_connections_frame_timeout_total") == 1
+        assert held_s < 20  # the frame timeout (1 s), not the idle timeout (60 s)
     finally:
         assert daemon.stop() == 0
 

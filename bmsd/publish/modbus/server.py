@@ -334,6 +334,14 @@ class _Handler(ServerRequestHandler):
             self.transport.pause_reading()  # type: ignore[attr-defined]
             self.loop.call_later(delay_s, self._resume, data)
             return
+        if self.pending_since_s is None:
+            # From the first byte: pymodbus drops a chunk over 264 bytes before callback_data
+            # sees it, so a client sending only such chunks would never be "pending" there.
+            now = self.loop.time()
+            self.pending_since_s = now
+            frame_deadline = now + self.owner.bmsd.config.frame_timeout_s
+            if self._timer is None or self._timer.when() > frame_deadline:
+                self._arm_timer()
         super().data_received(data)
 
     def _resume(self, data: bytes) -> None:
@@ -362,11 +370,7 @@ class _Handler(ServerRequestHandler):
             if self.last_pdu:
                 self.served_s = self.loop.time()
                 self.loop.call_soon(self.handle_later)
-        if used < len(data):  # the rest of a frame is still to come (or never will)
-            if self.pending_since_s is None:
-                self.pending_since_s = self.loop.time()
-                self._arm_timer()
-        elif self.pending_since_s is not None:
+        if used >= len(data):  # else the rest of a frame is still to come (or never will)
             self.pending_since_s = None
         return used
 
