@@ -125,6 +125,15 @@ def test_hostile_clients_are_contained(tmp_path: Path) -> None:
             assert campaign.frames >= FRAMES
 
             # Other clients kept being served, with right answers.
+            metrics = await asyncio.to_thread(mh.fetch_metrics, metrics_port)
+            for name in (
+                "bmsd_modbus_throttled_seconds_total",
+                "bmsd_modbus_connections_busy_total",
+                "bmsd_modbus_connections_evicted_total",
+                "bmsd_modbus_connections_refused_total",
+                "bmsd_modbus_connections_frame_timeout_total",
+            ):
+                print(name, mh.metric_value(metrics, name))
             if good.failures:
                 print("\n".join("FAILURE " + f for f in good.failures))
                 print("".join(line for line in daemon.log_since(log_mark) if "closing" in line))

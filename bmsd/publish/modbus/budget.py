@@ -19,6 +19,7 @@ class CpuBudget:
 
     share: float  # CPU seconds per wall second the server may use (0 < share <= 1)
     burst_s: float  # CPU seconds it may use at once after being idle
+    max_pause_s: float = 1.0  # a larger debt is forgiven: no client waits longer than this
     _tokens_s: float = 0.0
     _wall_s: float | None = None
     _cpu_s: float | None = None
@@ -36,7 +37,11 @@ class CpuBudget:
             return 0.0
         refill = max(wall_s - self._wall_s, 0.0) * self.share
         used = max(cpu_s - self._cpu_s, 0.0)
-        self._tokens_s = min(self._tokens_s + refill - used, self.burst_s)
+        # The thread is checked only when a client sends: the CPU of everything in between
+        # comes due at once. Beyond max_pause_s it is forgiven, so one unlucky client is not
+        # held for the whole debt.
+        floor = -self.share * self.max_pause_s
+        self._tokens_s = max(min(self._tokens_s + refill - used, self.burst_s), floor)
         self._wall_s, self._cpu_s = wall_s, cpu_s
         if self._tokens_s >= -1e-9:  # float rounding of a debt just paid back
             return 0.0

@@ -83,8 +83,8 @@ class ModbusConfig:
         default=1,
     )
     max_connections: int = doc(
-        "Most simultaneous client connections; a further one replaces the quietest connection "
-        "that has not been answered for frame_timeout_s (or never), else it is closed at once",
+        "Most simultaneous client connections; a further one replaces the oldest connection "
+        "that has not sent a request yet (older than 1 s), else it is closed at once",
         default=16,
     )
     idle_timeout_s: float = doc(

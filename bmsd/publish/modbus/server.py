@@ -218,7 +218,7 @@ class _Handler(ServerRequestHandler):
             self.close()
             return
         if len(owner.active_connections) > config.max_connections:
-            victim = self._quietest(config.frame_timeout_s)
+            victim = self._quietest()
             if victim is None:
                 stats.connections_refused += 1
                 log.warning(
@@ -230,9 +230,9 @@ class _Handler(ServerRequestHandler):
                 return
             stats.connections_evicted += 1
             log.warning(
-                "modbus: closing %s (quiet for %.1f s) for %s: %d connections is the limit",
+                "modbus: closing %s (no request in %.1f s) for %s: %d connections is the limit",
                 _peer_text(victim.peer),
-                self.connected_s - victim.quiet_since_s,
+                self.connected_s - victim.connected_s,
                 _peer_text(self.peer),
                 config.max_connections,
             )
@@ -251,10 +251,11 @@ class _Handler(ServerRequestHandler):
     def quiet_since_s(self) -> float:
         return self.connected_s if self.served_s is None else self.served_s
 
-    def _quietest(self, quiet_s: float) -> _Handler | None:
-        """The connection a new one replaces when the limit is reached: one never answered
-        (oldest first), else the longest unanswered one if quiet for ``quiet_s``; None when
-        every other connection is a client being served. A connection younger than
+    def _quietest(self) -> _Handler | None:
+        """The connection a new one replaces when the limit is reached: the oldest that has
+        never sent a complete request (silent, trickling, garbage); None when every other
+        connection is a client that has been served (it keeps its slot until the idle
+        timeout, however seldom it polls). A connection younger than
         ``NEW_CONNECTION_GRACE_S`` is not replaced: a client must have the time to send its
         first request, or a connect storm would push out every newcomer."""
         now = self.loop.time()
@@ -265,12 +266,12 @@ class _Handler(ServerRequestHandler):
             and other is not self
             and other.transport is not None  # accepted, its connection_made still to come
             and not other.is_closing
+            and other.served_s is None
             and now - other.connected_s >= NEW_CONNECTION_GRACE_S
-            and (other.served_s is None or now - other.served_s >= quiet_s)
         ]
         if not candidates:
             return None
-        return min(candidates, key=lambda h: (h.served_s is not None, h.quiet_since_s))
+        return min(candidates, key=lambda h: h.connected_s)
 
     def callback_disconnected(self, exc: Exception | None) -> None:
         self._cancel_timer()

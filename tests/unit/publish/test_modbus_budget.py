@@ -41,3 +41,10 @@ def test_overlapping_pauses_are_counted_once() -> None:
     assert budget.delay_s(1.0, 1.0) == pytest.approx(1.0)  # paused until 2.0
     assert budget.delay_s(1.5, 1.0) == pytest.approx(0.5)  # still until 2.0
     assert budget.paused_s == pytest.approx(1.0)
+
+
+def test_a_debt_beyond_the_longest_pause_is_forgiven() -> None:
+    budget = CpuBudget(share=0.25, burst_s=0.1, max_pause_s=1.0)
+    budget.delay_s(0.0, 0.0)
+    assert budget.delay_s(1.0, 5.0) == pytest.approx(1.0)  # not (5 - 0.35) / 0.25 = 18.6 s
+    assert budget.delay_s(2.0, 5.0) == 0.0  # paid back by the pause
