@@ -97,6 +97,7 @@ async def _phase(
     good = mh.GoodStats()
     sampler = asyncio.ensure_future(sample())
     reader = asyncio.ensure_future(mh.good_client(target, stop, good))
+    await mh.until_served(good)  # connected and served before the attack, as an EMS is
     started = time.monotonic()
     if campaign is None:
         await asyncio.sleep(seconds)

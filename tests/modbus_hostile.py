@@ -591,7 +591,10 @@ async def good_client(
     map version 1, the tick (heartbeat register) never going back, a valid BMS state and
     data_ok flag. Exception 04 (state too old) is counted apart: it is the right answer
     while the control loop is late; anything else, or no answer, is a failure."""
-    client = AsyncModbusTcpClient(target.host, port=target.port, timeout=timeout_s, retries=0)
+    # No automatic reconnect: a connection the server closes must show as a reconnect here.
+    client = AsyncModbusTcpClient(
+        target.host, port=target.port, timeout=timeout_s, retries=0, reconnect_delay=0
+    )
     await client.connect()
     last_tick: int | None = None
     try:
@@ -632,6 +635,15 @@ async def good_client(
             await asyncio.sleep(period_s)
     finally:
         client.close()
+
+
+async def until_served(stats: GoodStats, requests: int = 5, limit_s: float = 30.0) -> None:
+    """Until the good client has had ``requests`` answers."""
+    deadline = time.monotonic() + limit_s
+    while stats.requests < requests:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the good client was not served: {stats.failures[:3]}")
+        await asyncio.sleep(0.05)
 
 
 # -- the daemon under attack --------------------------------------------------------------------
