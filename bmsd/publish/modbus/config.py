@@ -83,12 +83,27 @@ class ModbusConfig:
         default=1,
     )
     max_connections: int = doc(
-        "Most simultaneous client connections; a further one is closed at once", default=16
+        "Most simultaneous client connections; a further one replaces the oldest connection "
+        "that has not sent a request yet (older than 1 s), else it is closed at once",
+        default=16,
     )
     idle_timeout_s: float = doc(
-        "A connection that sends nothing for this long is closed; 0: never",
+        "A connection that gets no request answered for this long is closed; 0: never",
         unit="s",
         default=60.0,
+    )
+    frame_timeout_s: float = doc(
+        "Bytes that do not form a complete request within this long (a slow or truncated "
+        "frame, garbage, a wrong protocol id) close the connection",
+        unit="s",
+        default=5.0,
+    )
+    max_cpu_share: float = doc(
+        "Most CPU time the server thread may use, as a share of one core (averaged, with a "
+        "burst of 0.1 s); beyond it the server stops reading from clients and refuses new "
+        "connections until it is back within, so a flood cannot delay the control tick "
+        "(the thread shares the interpreter lock with the control loop)",
+        default=0.3,
     )
     max_state_age_s: float = doc(
         "A read is answered with exception 04 (SLAVE DEVICE FAILURE) when the newest pack "
@@ -117,6 +132,9 @@ class ModbusConfig:
         if self.idle_timeout_s < 0:
             problems.append(("idle_timeout_s", "must not be negative"))
         problems += must_be_positive(self, "max_state_age_s")
+        problems += must_be_positive(self, "frame_timeout_s")
+        if not 0.01 <= self.max_cpu_share <= 1.0:
+            problems.append(("max_cpu_share", "must be between 0.01 and 1"))
         try:
             ipaddress.ip_address(self.host)
         except ValueError:

@@ -7,6 +7,10 @@ request costs a counter increment and nothing else.
 - ``bmsd_modbus_errors_total{function,exception}``: exception responses sent
 - ``bmsd_modbus_connections``: client connections open now
 - ``bmsd_modbus_connections_refused_total``, ``bmsd_modbus_connections_idle_closed_total``
+- ``bmsd_modbus_connections_accepted_total``, ``bmsd_modbus_connections_evicted_total``,
+  ``bmsd_modbus_connections_frame_timeout_total``, ``bmsd_modbus_connections_busy_total``,
+  ``bmsd_modbus_connections_not_reading_total``
+- ``bmsd_modbus_throttled_seconds_total``: time reading was held off by the CPU budget
 - ``bmsd_modbus_writes_total{result}``: writes accepted or refused
 """
 
@@ -70,6 +74,36 @@ class ModbusCollector(Collector):
             "bmsd_modbus_connections_idle_closed",
             "Modbus connections closed after the idle timeout",
             value=float(stats.connections_idle_closed),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_connections_accepted",
+            "Modbus client connections accepted",
+            value=float(stats.connections_accepted),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_connections_evicted",
+            "Quiet Modbus connections closed to admit a new one at the connection limit",
+            value=float(stats.connections_evicted),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_connections_frame_timeout",
+            "Modbus connections closed because their bytes formed no request in time",
+            value=float(stats.connections_frame_timeout),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_connections_busy",
+            "Modbus connections refused while the server was over its CPU budget",
+            value=float(stats.connections_busy),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_connections_not_reading",
+            "Modbus connections closed because the client did not read its answers",
+            value=float(stats.connections_not_reading),
+        )
+        yield CounterMetricFamily(
+            "bmsd_modbus_throttled_seconds",
+            "Time the Modbus server held off reading to stay within its CPU budget",
+            value=float(self._server.budget.paused_s),
         )
         writes = CounterMetricFamily(
             "bmsd_modbus_writes", "Modbus writes by result", labels=["result"]

@@ -227,8 +227,15 @@ needs root or `CAP_NET_BIND_SERVICE`).
 - Values come from the newest state of the control loop, encoded once per tick; serving a read
   never waits for the control loop. The server has its own thread and event loop, so a burst
   of requests does not queue in front of the control tick.
-- At most `modbus.max_connections` clients at once (a further connection is closed at once);
-  a connection idle for `modbus.idle_timeout_s` is closed.
+- At most `modbus.max_connections` clients at once. A further connection replaces the
+  oldest one that has not sent a complete request yet (and is older than 1 s); when every
+  other connection is a client that has been served, it is closed at once.
+- A connection with no request for `modbus.idle_timeout_s` is closed; bytes that form no
+  complete request within `modbus.frame_timeout_s` (a trickled or truncated frame, garbage,
+  a wrong protocol id) close it too; so does a client that does not read its answers (64 KiB
+  unread). The server thread uses at most `modbus.max_cpu_share` of a core; beyond it, it
+  pauses reading and refuses new connections (a flood cannot starve the control loop). Every
+  case is counted in the metrics (`bmsd_modbus_connections_*`, docs/reliability-modbus.md).
 - When the port cannot be bound (in use, or the address not up yet at boot), bmsd logs an
   error and tries again every 5 s; the pack's protection runs on regardless.
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import importlib.metadata
 import logging
+import socket
 import struct
 import threading
 import time
@@ -36,6 +38,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.decoders import DecodePDU
 from pymodbus.pdu.register_message import (
@@ -48,6 +51,7 @@ from pymodbus.pdu.register_message import (
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.transaction import TransactionManager
 
 from bmsd.config import Config
 from bmsd.control.controller import Command
@@ -57,6 +61,7 @@ from bmsd.model.bms import Answer, Reply
 from bmsd.model.cell import CellModel
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
+from bmsd.publish.modbus.budget import CpuBudget
 from bmsd.publish.modbus.config import ModbusConfig
 from bmsd.publish.modbus.registers import (
     REGISTERS,
@@ -83,6 +88,10 @@ log = logging.getLogger(__name__)
 MAX_READ_COUNT = 125  # Modbus application protocol, FC 03/04
 MAX_WRITE_COUNT = 123  # FC 16
 
+NEW_CONNECTION_GRACE_S = 1.0
+MAX_UNREAD_BYTES = 64 * 1024  # answers a client has not read (beyond the kernel's buffers)
+SEND_BUFFER_BYTES = 64 * 1024  # the kernel's send buffer of a client connection
+
 FUNCTION_NAMES: dict[int, str] = {
     3: "read_holding_registers",
     4: "read_input_registers",
@@ -103,9 +112,13 @@ class ModbusStats:
 
     requests: Counter[int] = field(default_factory=Counter)  # by function code
     errors: Counter[tuple[int, int]] = field(default_factory=Counter)  # (function, exception)
-    connections: int = 0
+    connections_accepted: int = 0
     connections_refused: int = 0
     connections_idle_closed: int = 0
+    connections_evicted: int = 0  # quiet connections closed to admit a new one at the limit
+    connections_frame_timeout: int = 0  # closed: bytes that formed no request in time
+    connections_busy: int = 0  # refused while the server was over its CPU budget
+    connections_not_reading: int = 0  # closed: answers piled up unread
     writes_accepted: int = 0
     writes_refused: int = 0
     encodings: int = 0  # register images built (one per new state that was read)
@@ -165,68 +178,216 @@ def _decoder_table() -> dict[int, tuple[type[ModbusPDU], type[ModbusPDU]]]:
 
 
 class _Handler(ServerRequestHandler):
-    """One client connection: knows its peer, its idle time, and counts what it serves."""
+    """One client connection: knows its peer and its timeouts, and counts what it serves.
+
+    Two clocks per connection, both on the server's loop time: ``served_s``, when a complete
+    request last arrived or was answered (the idle timeout, and which connection yields to a
+    new one when the limit is reached; a request being served slowly is not quiet), and
+    ``pending_since_s``, since when bytes have been waiting that do not form a request yet
+    (the frame timeout). Bytes alone are not activity: a client trickling
+    one byte at a time, or sending garbage, would otherwise hold its slot forever.
+    """
 
     def __init__(self, owner: _Server) -> None:
         super().__init__(owner, None, None, None)  # type: ignore[no-untyped-call]
         self.owner = owner
         self.peer: tuple[str, int] | None = None
-        self.last_activity = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.connected_s = 0.0
+        self.served_s: float | None = None
+        self.pending_since_s: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def callback_connected(self) -> None:
         super().callback_connected()
+        if self.is_closing:  # closed (server shutting down) before asyncio connected it
+            if self.transport is not None:
+                self.transport.close()
+            return
         peername = self.transport.get_extra_info("peername") if self.transport else None
         self.peer = (str(peername[0]), int(peername[1])) if peername else None
         owner = self.owner
-        if len(owner.active_connections) > owner.bmsd.config.max_connections:
-            owner.bmsd.stats.connections_refused += 1
+        config = owner.bmsd.config
+        stats = owner.bmsd.stats
+        self.connected_s = self.loop.time()
+        if owner.bmsd.over_budget(self.connected_s) > 0:
+            stats.connections_busy += 1
             log.warning(
-                "modbus: connection from %s refused: %d connections is the limit",
+                "modbus: connection from %s refused: the server is over its CPU budget",
                 _peer_text(self.peer),
-                owner.bmsd.config.max_connections,
             )
             self.close()
             return
-        self.last_activity = self.loop.time()
-        self._arm_idle_timer(owner.bmsd.config.idle_timeout_s)
+        if len(owner.active_connections) > config.max_connections:
+            victim = self._quietest()
+            if victim is None:
+                stats.connections_refused += 1
+                log.warning(
+                    "modbus: connection from %s refused: %d connections is the limit",
+                    _peer_text(self.peer),
+                    config.max_connections,
+                )
+                self.close()
+                return
+            stats.connections_evicted += 1
+            log.warning(
+                "modbus: closing %s (no request in %.1f s) for %s: %d connections is the limit",
+                _peer_text(victim.peer),
+                self.connected_s - victim.connected_s,
+                _peer_text(self.peer),
+                config.max_connections,
+            )
+            victim.close()
+        stats.connections_accepted += 1
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is not None:
+            # Answers are at most 260 bytes: a small kernel buffer bounds what a client that
+            # does not read can make this host hold (the default grows to megabytes).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        self._arm_timer()
         log.debug("modbus: client %s connected", _peer_text(self.peer))
 
+    @property
+    def quiet_since_s(self) -> float:
+        return self.connected_s if self.served_s is None else self.served_s
+
+    def _quietest(self) -> _Handler | None:
+        """The connection a new one replaces when the limit is reached: the oldest that has
+        never sent a complete request (silent, trickling, garbage); None when every other
+        connection is a client that has been served (it keeps its slot until the idle
+        timeout, however seldom it polls). A connection younger than
+        ``NEW_CONNECTION_GRACE_S`` is not replaced: a client must have the time to send its
+        first request, or a connect storm would push out every newcomer."""
+        now = self.loop.time()
+        candidates = [
+            other
+            for other in self.owner.active_connections.values()
+            if isinstance(other, _Handler)
+            and other is not self
+            and other.transport is not None  # accepted, its connection_made still to come
+            and not other.is_closing
+            and other.served_s is None
+            and now - other.connected_s >= NEW_CONNECTION_GRACE_S
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda h: h.connected_s)
+
     def callback_disconnected(self, exc: Exception | None) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._cancel_timer()
         super().callback_disconnected(exc)
 
     def close(self, reconnect: bool = False) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._cancel_timer()
         super().close(reconnect)
 
-    def _arm_idle_timer(self, delay_s: float) -> None:
-        if self.owner.bmsd.config.idle_timeout_s > 0:
-            self._idle_timer = self.loop.call_later(delay_s, self._idle_check)
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    def _idle_check(self) -> None:
-        timeout = self.owner.bmsd.config.idle_timeout_s
-        idle = self.loop.time() - self.last_activity
-        if idle < timeout:
-            self._arm_idle_timer(timeout - idle)
+    def _deadlines(self) -> tuple[float | None, float | None]:
+        """(idle deadline, frame deadline) in loop time; None where none applies."""
+        config = self.owner.bmsd.config
+        idle = self.quiet_since_s + config.idle_timeout_s if config.idle_timeout_s > 0 else None
+        pending = self.pending_since_s
+        return idle, None if pending is None else pending + config.frame_timeout_s
+
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        if self.is_closing:
             return
-        self._idle_timer = None
-        self.owner.bmsd.stats.connections_idle_closed += 1
-        log.info("modbus: closing %s, idle for %.0f s", _peer_text(self.peer), idle)
-        self.close()
+        deadlines = [d for d in self._deadlines() if d is not None]
+        if deadlines:
+            delay_s = max(min(deadlines) - self.loop.time(), 0.0)
+            self._timer = self.loop.call_later(delay_s, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        idle, frame = self._deadlines()
+        stats = self.owner.bmsd.stats
+        if frame is not None and now >= frame:
+            stats.connections_frame_timeout += 1
+            log.info(
+                "modbus: closing %s, %d byte(s) formed no request in %.1f s",
+                _peer_text(self.peer),
+                len(self.recv_buffer),
+                now - (self.pending_since_s or now),
+            )
+            self.close()
+        elif idle is not None and now >= idle:
+            stats.connections_idle_closed += 1
+            log.info(
+                "modbus: closing %s, no request for %.0f s",
+                _peer_text(self.peer),
+                now - self.quiet_since_s,
+            )
+            self.close()
+        else:
+            self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        # Over the CPU budget: hold these bytes and stop reading this client until the
+        # budget allows (the kernel buffers the rest, and TCP slows the client down).
+        delay_s = self.owner.bmsd.over_budget(self.loop.time())
+        if delay_s > 0 and self.transport is not None:
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+            self.loop.call_later(delay_s, self._resume, data)
+            return
+        if self.pending_since_s is None:
+            # From the first byte: pymodbus drops a chunk over 264 bytes before callback_data
+            # sees it, so a client sending only such chunks would never be "pending" there.
+            now = self.loop.time()
+            self.pending_since_s = now
+            frame_deadline = now + self.owner.bmsd.config.frame_timeout_s
+            if self._timer is None or self._timer.when() > frame_deadline:
+                self._arm_timer()
+        super().data_received(data)
+
+    def _resume(self, data: bytes) -> None:
+        if self.is_closing or self.transport is None:
+            return
+        self.transport.resume_reading()  # type: ignore[attr-defined]
+        self.data_received(data)
 
     def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
-        self.last_activity = self.loop.time()
-        return super().callback_data(data, addr)
+        # As ServerRequestHandler.callback_data, but a frame that fails to decode is answered
+        # with its own function code | 0x80 (pymodbus answers function 0x80, which a client
+        # cannot match to its request).
+        try:
+            used: int = TransactionManager.callback_data(self, data, addr)
+        except ModbusIOException as exc:
+            function = data[7] & 0x7F if len(data) > 7 else 0
+            response = ExceptionResponse(
+                function,
+                exception_code=ExcCodes.ILLEGAL_FUNCTION,
+                device_id=exc.dev_id,
+                transaction=exc.transaction_id,
+            )
+            self.server_send(response, addr)
+            used = len(data)
+        else:
+            if self.last_pdu:
+                self.served_s = self.loop.time()
+                self.loop.call_soon(self.handle_later)
+        if used >= len(data):  # else the rest of a frame is still to come (or never will)
+            self.pending_since_s = None
+        return used
 
     async def handle_request(self) -> None:
         pdu = self.last_pdu
         if pdu is None:
             return
         self.owner.bmsd.stats.requests[pdu.function_code] += 1
+        if isinstance(pdu, ExceptionResponse) or pdu.function_code not in FUNCTION_NAMES:
+            # pymodbus decodes a function code above 0x80 as an exception *response*; as a
+            # request it is an unsupported function.
+            response = ExceptionResponse(pdu.function_code & 0x7F, ExcCodes.ILLEGAL_FUNCTION)
+            response.transaction_id = pdu.transaction_id
+            response.dev_id = pdu.dev_id
+            self.server_send(response, None)
+            return
         if pdu.dev_id != self.owner.bmsd.config.unit_id:
             # Another unit behind a gateway that is not there: "gateway target failed".
             response = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
@@ -241,6 +402,20 @@ class _Handler(ServerRequestHandler):
             _CLIENT.reset(token)
 
     def server_send(self, pdu: ModbusPDU | None, addr: Any) -> None:
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > MAX_UNREAD_BYTES:  # type: ignore[attr-defined]
+            # The client sends requests but does not read the answers: they would pile up in
+            # this process's memory.
+            self.owner.bmsd.stats.connections_not_reading += 1
+            log.warning(
+                "modbus: closing %s, it does not read its answers (%d bytes waiting)",
+                _peer_text(self.peer),
+                transport.get_write_buffer_size(),  # type: ignore[attr-defined]
+            )
+            self.close()
+            return
+        if pdu is not None:
+            self.served_s = self.loop.time()
         if isinstance(pdu, ExceptionResponse):
             function = pdu.function_code & 0x7F
             self.owner.bmsd.stats.errors[(function, pdu.exception_code)] += 1
@@ -302,6 +477,7 @@ class ModbusServer:
         self._clock = clock
         self._sunspec = sunspec
         self.stats = ModbusStats()
+        self.budget = CpuBudget(config.max_cpu_share, burst_s=0.1)
         self.heartbeat = EmsHeartbeat(config.ems_heartbeat)
         self._clients = ClientFilter.of(config.writes.allowed_clients)
         self._encoder = NativeEncoder(info.topology)
@@ -358,6 +534,7 @@ class ModbusServer:
         does not depend on Modbus, and an inverter without answers stops by its own timeout.
         """
         self._daemon_loop = asyncio.get_running_loop()
+        quiet_pymodbus_log()
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._thread_main, args=(ready,), name="modbus", daemon=True
@@ -466,6 +643,10 @@ class ModbusServer:
             future.cancel()
             raise
 
+    def over_budget(self, now_s: float) -> float:
+        """Seconds to hold off serving (0 within the CPU budget); server thread only."""
+        return self.budget.delay_s(now_s, time.thread_time())
+
     # -- supervision --------------------------------------------------------------------------
 
     def heartbeat_supervision(self, now: float) -> float | None:
@@ -502,6 +683,23 @@ class ModbusServer:
         self.stats.encodings += 1
 
     async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        try:
+            return await self._serve(
+                function_code, start_address, address, count, registers, set_values
+            )
+        except Exception:  # a bug here must not reach pymodbus's log (quieted): ours, and 04
+            log.exception("modbus: serving FC %d at %d (%d) failed", function_code, address, count)
+            return ExcCodes.DEVICE_FAILURE
+
+    async def _serve(
         self,
         function_code: int,
         start_address: int,
@@ -629,6 +827,48 @@ def _simdata(addresses: list[int], writable: set[int]) -> list[SimData]:
         run.append(address)
     flush()
     return blocks
+
+
+PYMODBUS_LOGGER = "pymodbus.logging"
+
+
+class PymodbusLogTemplate(logging.Filter):
+    """Gives pymodbus's log records one template per level, and a bounded length.
+
+    pymodbus formats its messages before logging them ("Invalid Modbus protocol id: 4660",
+    "Unable to decode frame ..."), so every bad frame from a hostile client is a new message
+    text and would pass the daemon's per-template rate limit (bmsd.system.logs) into the
+    journal. With the text moved into the arguments, they are rate-limited as one message.
+    Its errors carry a hex dump of the last 20 frames (up to half a megabyte): cut.
+    """
+
+    TEMPLATE = "pymodbus: %s"
+    MAX_CHARS = 500
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.TEMPLATE:
+            text = record.getMessage()
+            if len(text) > self.MAX_CHARS:
+                text = text[: self.MAX_CHARS] + f"... ({len(text)} characters)"
+            record.args = (text,)
+            record.msg = self.TEMPLATE
+        return True
+
+
+def quiet_pymodbus_log() -> None:
+    """pymodbus logs (warning, error) every malformed frame a client sends, and builds a hex
+    dump of the last frames for each error before the record reaches any filter: a client
+    sending garbage makes the server thread spend its time, and the interpreter lock the
+    control loop needs, on text. The server counts what clients get wrong (the metrics), so
+    pymodbus's own records are kept to CRITICAL, unless a level was configured for its
+    logger ``pymodbus`` (``logging.loggers``, e.g. to debug a client). Process-wide, as the
+    logger is."""
+    top = logging.getLogger("pymodbus")
+    if top.level == logging.NOTSET:
+        top.setLevel(logging.CRITICAL)
+    logger = logging.getLogger(PYMODBUS_LOGGER)
+    if not any(isinstance(f, PymodbusLogTemplate) for f in logger.filters):
+        logger.addFilter(PymodbusLogTemplate())
 
 
 def _peer_text(peer: tuple[str, int] | None) -> str:
