@@ -7,16 +7,24 @@ and the clients run in another child process. Each client is one TCP connection 
 FC 03 reads of 125 registers (cycling over the SunSpec models at 40000, which are
 contiguous) and waiting for each answer, as a Modbus master does.
 
-1. Throughput: N = 1, 16, 64 clients reading as fast as they can for ``--seconds``, first
-   against bmsd, then against a bare pymodbus server (the same pymodbus, a ``SimDevice`` with
-   a static datastore of the same addresses and no action hook, in its own thread and event
-   loop as bmsd's server is, beside the running daemon). Requests/s, p50 and p99
-   latency of each, and the ratio bmsd / bare.
-2. Paced: 64 clients at ``--rate`` requests/s in total against bmsd, with the control tick's
-   lateness (PackState.timing: started minus scheduled) p50/p99/max and the ticks missed.
+1. Throughput: N = 1, 16, 64 clients reading as fast as they can for ``--seconds``, against
+   bmsd and against a bare pymodbus server (the same pymodbus, a ``SimDevice`` with a static
+   datastore of the same addresses and no action hook, in its own thread and event loop as
+   bmsd's server is, beside the running daemon). ``--rounds`` runs of each, alternating which
+   server goes first, so that a burst of load from a neighbour falls on both; every run is
+   printed, then the medians. Per run: requests/s, p50 and p99 latency, the server thread's
+   CPU time per request (Linux per-thread clock: much less disturbed by other processes than
+   requests/s), the daemon process's CPU share, and the control tick's lateness. The ratio is
+   bmsd / bare of the same round, median over the rounds.
+2. Paced: 64 clients at ``--rate`` requests/s in total against bmsd, ``--rounds`` times, with
+   the control tick's lateness (PackState.timing: started minus scheduled) p50/p99/max and
+   the ticks missed.
 
-    .venv/bin/python bench/modbus_load.py                 # 10 s per run
-    .venv/bin/python bench/modbus_load.py --seconds 3     # shorter
+Before the runs: the CPU time of encoding one state, and the daemon's CPU share per thread
+with no client (ingest, tick, CAN receivers), which bmsd's server shares the interpreter with.
+
+    .venv/bin/python bench/modbus_load.py                        # 5 s runs, 3 rounds
+    .venv/bin/python bench/modbus_load.py --seconds 10 --rounds 5
 
 Figures are printed; nothing is asserted. On a shared machine they vary with the other load.
 """
@@ -352,16 +360,21 @@ async def bench(seconds: float, rate: float, client_counts: Sequence[int], round
         )
 
         missed = watch.start()
+        threads = threading.enumerate()
+        threads_before = [_thread_cpu_s(thread) for thread in threads]
         process_before, wall_before = time.process_time(), time.perf_counter()
         await asyncio.sleep(seconds)
-        idle_pct = (
-            100 * (time.process_time() - process_before) / (time.perf_counter() - wall_before)
-        )
+        idle_s = time.perf_counter() - wall_before
+        idle_pct = 100 * (time.process_time() - process_before) / idle_s
+        shares = [
+            (100 * (_thread_cpu_s(thread) - before) / idle_s, thread.name)
+            for thread, before in zip(threads, threads_before, strict=True)
+        ]
         idle = watch.stop(missed)
         print(
-            f"with no Modbus client the daemon process uses {idle_pct:.0f} % of one core "
-            f"(CAN ingest of the pack's frames, the control tick, its other threads); the "
-            f"simulated pack runs in its own process"
+            f"with no Modbus client the daemon process uses {idle_pct:.1f} % of one core ("
+            + ", ".join(f"{name} {pct:.1f} %" for pct, name in sorted(shares, reverse=True))
+            + "); the simulated pack runs in its own process, as the real pack is hardware"
         )
         print(
             f"control tick lateness with no Modbus client (the machine's own noise): p50 "
@@ -403,7 +416,7 @@ async def bench(seconds: float, rate: float, client_counts: Sequence[int], round
         header = (
             f"{'clients':>7} | {'bmsd req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'us CPU':>7} | "
             f"{'bare req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'us CPU':>7} | {'ratio':>5} "
-            f"{'min':>5} | {'tick p99':>8} {'missed':>6}"
+            f"{'min':>5} {'CPU':>5} | {'tick p99':>8} {'missed':>6}"
         )
         print(header)
         print("-" * len(header))
@@ -419,13 +432,16 @@ async def bench(seconds: float, rate: float, client_counts: Sequence[int], round
                 f"{med(ours, 'p99_ms'):>7.2f} {med(ours, 'cpu_us'):>7.0f} | "
                 f"{med(theirs, 'per_s'):>10,.0f} {med(theirs, 'p50_ms'):>7.2f} "
                 f"{med(theirs, 'p99_ms'):>7.2f} {med(theirs, 'cpu_us'):>7.0f} | "
-                f"{_median(ratios):>5.2f} {min(ratios):>5.2f} | "
+                f"{_median(ratios):>5.2f} {min(ratios):>5.2f} "
+                f"{med(theirs, 'cpu_us') / med(ours, 'cpu_us'):>5.2f} | "
                 f"{_median([r['tick']['p99_ms'] for r in ours]):>5.2f} ms "
                 f"{sum(r['tick']['missed'] for r in ours):>6}"
             )
         print(
             "ratio: median over the rounds of bmsd / bare of the same round; min: the worst "
-            "round; tick p99: median of the bmsd runs; missed: total over them"
+            "round; CPU: bare / bmsd CPU time per request, the throughput ratio when the "
+            "server thread is what limits (least disturbed by other load); tick p99: median "
+            "of the bmsd runs; missed: total over them"
         )
 
         print()
