@@ -402,10 +402,18 @@ async def bench(seconds: float, rate: float, client_counts: Sequence[int], round
                 if round_ % 2 == 0:
                     order.reverse()
                 for name, port, thread in order:
+                    encodings = server.stats.encodings
                     run = await measure(watch, port, thread, clients, seconds, 0.0, addresses)
+                    run["encodings"] = server.stats.encodings - encodings
                     runs.setdefault((clients, name), []).append(run)
                     print(_run_line(clients, round_, name, run), flush=True)
         bare.stop()
+        ours_runs = [run for (_, name), rows in runs.items() if name == "bmsd" for run in rows]
+        print(
+            f"bmsd encoded {sum(r['encodings'] for r in ours_runs):,} states for "
+            f"{sum(r['requests'] for r in ours_runs):,} requests over "
+            f"{sum(r['tick']['ticks'] for r in ours_runs):,} ticks (once per new state read)"
+        )
         print(
             "us CPU: the server thread's CPU time per request (bmsd's includes encoding each "
             "new state); proc %: the whole daemon process's CPU, % of one core"
