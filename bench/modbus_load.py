@@ -7,16 +7,24 @@ and the clients run in another child process. Each client is one TCP connection 
 FC 03 reads of 125 registers (cycling over the SunSpec models at 40000, which are
 contiguous) and waiting for each answer, as a Modbus master does.
 
-1. Throughput: N = 1, 16, 64 clients reading as fast as they can for ``--seconds``, first
-   against bmsd, then against a bare pymodbus server (the same pymodbus, a ``SimDevice`` with
-   a static datastore of the same addresses and no action hook, in its own thread and event
-   loop as bmsd's server is, beside the running daemon). Requests/s, p50 and p99
-   latency of each, and the ratio bmsd / bare.
-2. Paced: 64 clients at ``--rate`` requests/s in total against bmsd, with the control tick's
-   lateness (PackState.timing: started minus scheduled) p50/p99/max and the ticks missed.
+1. Throughput: N = 1, 16, 64 clients reading as fast as they can for ``--seconds``, against
+   bmsd and against a bare pymodbus server (the same pymodbus, a ``SimDevice`` with a static
+   datastore of the same addresses and no action hook, in its own thread and event loop as
+   bmsd's server is, beside the running daemon). ``--rounds`` runs of each, alternating which
+   server goes first, so that a burst of load from a neighbour falls on both; every run is
+   printed, then the medians. Per run: requests/s, p50 and p99 latency, the server thread's
+   CPU time per request (Linux per-thread clock: much less disturbed by other processes than
+   requests/s), the daemon process's CPU share, and the control tick's lateness. The ratio is
+   bmsd / bare of the same round, median over the rounds.
+2. Paced: 64 clients at ``--rate`` requests/s in total against bmsd, ``--rounds`` times, with
+   the control tick's lateness (PackState.timing: started minus scheduled) p50/p99/max and
+   the ticks missed.
 
-    .venv/bin/python bench/modbus_load.py                 # 10 s per run
-    .venv/bin/python bench/modbus_load.py --seconds 3     # shorter
+Before the runs: the CPU time of encoding one state, and the daemon's CPU share per thread
+with no client (ingest, tick, CAN receivers), which bmsd's server shares the interpreter with.
+
+    .venv/bin/python bench/modbus_load.py                        # 5 s runs, 3 rounds
+    .venv/bin/python bench/modbus_load.py --seconds 10 --rounds 5
 
 Figures are printed; nothing is asserted. On a shared machine they vary with the other load.
 """
@@ -29,6 +37,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -167,6 +176,7 @@ def _overrides(state_dir: str) -> tuple[str, ...]:
         "modbus.enabled=true",
         "modbus.port=0",
         "modbus.max_connections=100",
+        "metrics.port=0",
     )
 
 
@@ -216,10 +226,10 @@ class BareServer:
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="bare-modbus", daemon=True)
+        self.thread = threading.Thread(target=self._main, name="bare-modbus", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self.thread.start()
         self._ready.wait(10)
 
     def _main(self) -> None:
@@ -253,14 +263,57 @@ class BareServer:
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self.thread.join(10)
 
 
 def _port_of(server: ModbusTcpServer) -> int:
     return int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
 
-async def bench(seconds: float, rate: float, client_counts: Sequence[int]) -> None:
+def _thread_cpu_s(thread: threading.Thread | None) -> float:
+    """CPU time one thread of this process has used (Linux: its per-thread clock)."""
+    if thread is None or thread.ident is None:
+        return float("nan")
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+async def measure(
+    watch: TickWatch,
+    port: int,
+    thread: threading.Thread | None,
+    clients: int,
+    seconds: float,
+    rate: float,
+    addresses: list[int],
+) -> dict[str, Any]:
+    """One client run against one server, with the server thread's CPU time per request, the
+    whole process's CPU share and the control tick's lateness while it lasted."""
+    missed = watch.start()
+    cpu_before, process_before = _thread_cpu_s(thread), time.process_time()
+    wall_before = time.perf_counter()
+    result = await run_clients(port, clients, seconds, rate, addresses)
+    wall_s = time.perf_counter() - wall_before
+    result["cpu_us"] = (_thread_cpu_s(thread) - cpu_before) / max(1, result["requests"]) * 1e6
+    result["process_pct"] = 100 * (time.process_time() - process_before) / wall_s
+    result["tick"] = watch.stop(missed)
+    return result
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def _run_line(clients: int, round_: int, name: str, run: dict[str, Any]) -> str:
+    tick = run["tick"]
+    return (
+        f"{clients:>7} {round_:>5} {name:>6} | {run['per_s']:>8,.0f} {run['p50_ms']:>7.2f} "
+        f"{run['p99_ms']:>7.2f} {run['errors']:>4} | {run['cpu_us']:>7.0f} "
+        f"{run['process_pct']:>6.0f} | {tick['p99_ms']:>8.2f} {tick['max_ms']:>7.1f} "
+        f"{tick['missed']:>6}"
+    )
+
+
+async def bench(seconds: float, rate: float, client_counts: Sequence[int], rounds: int) -> None:
     state_dir = tempfile.mkdtemp(prefix="bmsd-modbus-load-")
     overrides = _overrides(state_dir)
     plant = start_plant(overrides)
@@ -278,30 +331,51 @@ async def bench(seconds: float, rate: float, client_counts: Sequence[int]) -> No
         server = daemon.modbus
         sunspec = server._sunspec
         assert sunspec is not None
+        ours_thread = server._thread
         addresses = list(range(SUNSPEC_BASE, SUNSPEC_BASE + sunspec.length - BLOCK + 1, BLOCK))
         print(
             f"pack {MODULES} x {CELLS} cells, {TEMPS} sensors per module; SunSpec map "
-            f"{sunspec.length} registers; {len(addresses)} blocks of {BLOCK}; {seconds:g} s per run"
+            f"{sunspec.length} registers; {len(addresses)} blocks of {BLOCK}; {seconds:g} s per "
+            f"run, {rounds} rounds per server, alternating; load average at start "
+            f"{os.getloadavg()[0]:.2f}"
         )
         # Cost of encoding one state: the native map, and every SunSpec model (a poller that
         # reads all of them pays this once per tick, spread over its requests).
         encodes = server.stats.encodings
         state = daemon.hub.latest
         assert state is not None
-        t0 = time.perf_counter()
+        wall_before, cpu_before = time.perf_counter(), time.thread_time()
         for _ in range(20):
             server._encoded = None
             server._refresh(state)
             image = server._sunspec_image
             assert image is not None
             image.ensure(0, sunspec.length)
-        encode_ms = (time.perf_counter() - t0) / 20 * 1000
+        encode_ms = (time.perf_counter() - wall_before) / 20 * 1000
+        encode_cpu_ms = (time.thread_time() - cpu_before) / 20 * 1000
         server.stats.encodings = encodes
-        print(f"encoding one state (native map + every SunSpec model): {encode_ms:.2f} ms")
+        print(
+            f"encoding one state (native map + every SunSpec model): {encode_cpu_ms:.2f} ms CPU "
+            f"({encode_ms:.2f} ms wall)"
+        )
 
         missed = watch.start()
+        threads = threading.enumerate()
+        threads_before = [_thread_cpu_s(thread) for thread in threads]
+        process_before, wall_before = time.process_time(), time.perf_counter()
         await asyncio.sleep(seconds)
+        idle_s = time.perf_counter() - wall_before
+        idle_pct = 100 * (time.process_time() - process_before) / idle_s
+        shares = [
+            (100 * (_thread_cpu_s(thread) - before) / idle_s, thread.name)
+            for thread, before in zip(threads, threads_before, strict=True)
+        ]
         idle = watch.stop(missed)
+        print(
+            f"with no Modbus client the daemon process uses {idle_pct:.1f} % of one core ("
+            + ", ".join(f"{name} {pct:.1f} %" for pct, name in sorted(shares, reverse=True))
+            + "); the simulated pack runs in its own process, as the real pack is hardware"
+        )
         print(
             f"control tick lateness with no Modbus client (the machine's own noise): p50 "
             f"{idle['p50_ms']:.2f} ms, p99 {idle['p99_ms']:.2f} ms, max {idle['max_ms']:.2f} ms, "
@@ -309,56 +383,106 @@ async def bench(seconds: float, rate: float, client_counts: Sequence[int]) -> No
         )
         bare = BareServer(sunspec.length)
         bare.start()
-        rows = []
-        for clients in client_counts:
-            missed = watch.start()
-            encodings = server.stats.encodings
-            ours = await run_clients(server.port, clients, seconds, 0.0, addresses)
-            ticks = watch.stop(missed)
-            ours["encodings"] = server.stats.encodings - encodings
-            theirs = await run_clients(bare.port, clients, seconds, 0.0, addresses)
-            rows.append((clients, ours, theirs, ticks))
-        bare.stop()
-
+        runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
         print()
-        print("1. throughput, clients reading as fast as they can")
+        print(
+            "1. throughput, clients reading as fast as they can; every round (bmsd and bare "
+            "alternate who goes first)"
+        )
         header = (
-            f"{'clients':>7} | {'bmsd req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'err':>4} | "
-            f"{'bare req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>6} | "
-            f"{'tick late p99':>13} {'max':>6} {'missed':>6}"
+            f"{'clients':>7} {'round':>5} {'server':>6} | {'req/s':>8} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'err':>4} | {'us CPU':>7} {'proc %':>6} | {'tick p99':>8} "
+            f"{'max':>7} {'missed':>6}"
         )
         print(header)
         print("-" * len(header))
-        for clients, ours, theirs, ticks in rows:
+        for clients in client_counts:
+            for round_ in range(1, rounds + 1):
+                order = [("bmsd", server.port, ours_thread), ("bare", bare.port, bare.thread)]
+                if round_ % 2 == 0:
+                    order.reverse()
+                for name, port, thread in order:
+                    encodings = server.stats.encodings
+                    run = await measure(watch, port, thread, clients, seconds, 0.0, addresses)
+                    run["encodings"] = server.stats.encodings - encodings
+                    runs.setdefault((clients, name), []).append(run)
+                    print(_run_line(clients, round_, name, run), flush=True)
+        bare.stop()
+        ours_runs = [run for (_, name), rows in runs.items() if name == "bmsd" for run in rows]
+        print(
+            f"bmsd encoded {sum(r['encodings'] for r in ours_runs):,} states for "
+            f"{sum(r['requests'] for r in ours_runs):,} requests over "
+            f"{sum(r['tick']['ticks'] for r in ours_runs):,} ticks (once per new state read)"
+        )
+        print(
+            "us CPU: the server thread's CPU time per request (bmsd's includes encoding each "
+            "new state); proc %: the whole daemon process's CPU, % of one core"
+        )
+
+        print()
+        print(f"   medians of the {rounds} rounds")
+        header = (
+            f"{'clients':>7} | {'bmsd req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'us CPU':>7} | "
+            f"{'bare req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'us CPU':>7} | {'ratio':>5} "
+            f"{'min':>5} {'CPU':>5} | {'tick p99':>8} {'missed':>6}"
+        )
+        print(header)
+        print("-" * len(header))
+        for clients in client_counts:
+            ours, theirs = runs[(clients, "bmsd")], runs[(clients, "bare")]
+            ratios = [a["per_s"] / b["per_s"] for a, b in zip(ours, theirs, strict=True)]
+
+            def med(rows: list[dict[str, Any]], key: str) -> float:
+                return _median([row[key] for row in rows])
+
             print(
-                f"{clients:>7} | {ours['per_s']:>10,.0f} {ours['p50_ms']:>7.2f} "
-                f"{ours['p99_ms']:>7.2f} {ours['errors']:>4} | {theirs['per_s']:>10,.0f} "
-                f"{theirs['p50_ms']:>7.2f} {theirs['p99_ms']:>7.2f} | "
-                f"{ours['per_s'] / theirs['per_s']:>6.2f} | {ticks['p99_ms']:>10.2f} ms "
-                f"{ticks['max_ms']:>6.1f} {ticks['missed']:>6}"
+                f"{clients:>7} | {med(ours, 'per_s'):>10,.0f} {med(ours, 'p50_ms'):>7.2f} "
+                f"{med(ours, 'p99_ms'):>7.2f} {med(ours, 'cpu_us'):>7.0f} | "
+                f"{med(theirs, 'per_s'):>10,.0f} {med(theirs, 'p50_ms'):>7.2f} "
+                f"{med(theirs, 'p99_ms'):>7.2f} {med(theirs, 'cpu_us'):>7.0f} | "
+                f"{_median(ratios):>5.2f} {min(ratios):>5.2f} "
+                f"{med(theirs, 'cpu_us') / med(ours, 'cpu_us'):>5.2f} | "
+                f"{_median([r['tick']['p99_ms'] for r in ours]):>5.2f} ms "
+                f"{sum(r['tick']['missed'] for r in ours):>6}"
             )
+        print(
+            "ratio: median over the rounds of bmsd / bare of the same round; min: the worst "
+            "round; CPU: bare / bmsd CPU time per request, the throughput ratio when the "
+            "server thread is what limits (least disturbed by other load); tick p99: median "
+            "of the bmsd runs; missed: total over them"
+        )
 
         print()
         print(f"2. paced: 64 clients, {rate:g} requests/s in total, against bmsd")
-        missed = watch.start()
-        paced = await run_clients(server.port, 64, seconds, rate, addresses)
-        ticks = watch.stop(missed)
+        paced_runs = []
+        for round_ in range(1, rounds + 1):
+            paced = await measure(watch, server.port, ours_thread, 64, seconds, rate, addresses)
+            paced_runs.append(paced)
+            ticks = paced["tick"]
+            print(
+                f"round {round_}: served {paced['per_s']:,.0f} req/s (p50 {paced['p50_ms']:.2f} "
+                f"ms, p99 {paced['p99_ms']:.2f} ms, {paced['errors']} errors; daemon process "
+                f"{paced['process_pct']:.0f} % of a core); tick lateness over {ticks['ticks']} "
+                f"ticks: p50 {ticks['p50_ms']:.2f} ms, p99 {ticks['p99_ms']:.2f} ms, max "
+                f"{ticks['max_ms']:.2f} ms; ticks missed: {ticks['missed']}",
+                flush=True,
+            )
         print(
-            f"served {paced['per_s']:,.0f} req/s (p50 {paced['p50_ms']:.2f} ms, p99 "
-            f"{paced['p99_ms']:.2f} ms, {paced['errors']} errors); control tick lateness over "
-            f"{ticks['ticks']} ticks: p50 {ticks['p50_ms']:.2f} ms, p99 {ticks['p99_ms']:.2f} ms,"
-            f" max {ticks['max_ms']:.2f} ms; ticks missed: {ticks['missed']}"
+            f"median tick lateness p99 {_median([r['tick']['p99_ms'] for r in paced_runs]):.2f}"
+            f" ms; ticks missed in all: {sum(r['tick']['missed'] for r in paced_runs)}"
         )
         print(
             "targets: bmsd >= 80 % of bare pymodbus throughput; paced: lateness p99 < 5 ms and "
-            "no tick missed"
+            f"no tick missed. Load average at the end {os.getloadavg()[0]:.2f}"
         )
     finally:
         daemon.request_stop()
-        await task
-        plant.terminate()
-        plant.wait(timeout=10)
-        shutil.rmtree(state_dir, ignore_errors=True)
+        try:
+            await task
+        finally:
+            plant.terminate()
+            plant.wait(timeout=10)
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,13 +491,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         client_main(args[1:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server and client count")
     parser.add_argument("--rate", type=float, default=1000.0, help="total rate of the paced run")
     parser.add_argument("--clients", default="1,16,64", help="client counts of the throughput runs")
     options = parser.parse_args(args)
     logging.basicConfig(level=logging.WARNING)
     counts = [int(c) for c in options.clients.split(",")]
-    asyncio.run(bench(options.seconds, options.rate, counts))
+    asyncio.run(bench(options.seconds, options.rate, counts, options.rounds))
     return 0
 
 

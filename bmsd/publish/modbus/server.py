@@ -1,14 +1,22 @@
 """The Modbus TCP server: serves the native map and the SunSpec models from the newest state.
 
-Built on pymodbus 3.16's current datastore API: one ``SimDevice`` whose async ``action`` hook
-runs on every access. The server runs in its own thread with its own event loop, so requests
-never queue in front of the control tick (they still share the interpreter lock). Reads never
-touch the control loop: the hook takes the newest PackState from the StateHub (a reference read,
-safe across threads), encodes it into register images once per new state (on the first read
-after it), and copies the requested window from the image. A state older than
-``max_state_age_s`` (a stalled control loop) is answered with SLAVE DEVICE FAILURE, never with
-stale numbers. Writes are checked (enabled, client address, value) and go through the control
-loop's command queue.
+Built on pymodbus 3.16's current datastore API: one ``SimDevice`` (which addresses exist, which
+are writable) whose async ``action`` hook runs on every write. The server runs in its own thread
+with its own event loop, so requests never queue in front of the control tick (they still share
+the interpreter lock). Reads never touch the control loop: they take the newest PackState from
+the StateHub (a reference read, safe across threads), encode it into register images once per
+new state (on the first read after it), and copy the requested window from the image. A state
+older than ``max_state_age_s`` (a stalled control loop) is answered with SLAVE DEVICE FAILURE,
+never with stale numbers. Writes are checked (enabled, client address, value) and go through the
+control loop's command queue.
+
+Reads (FC 03/04) are answered by the request handler straight from the images
+(:meth:`ModbusServer.read`) as soon as they are decoded, not in a task through pymodbus's
+datastore, whose round trip costs more than the rest of a request (a task and a concurrent
+future, four coroutine levels, a Python loop over every requested address, then the hook);
+the addresses are checked against a table of served runs made once, with the same
+answers (ILLEGAL DATA ADDRESS when any register of the request is not served). The response
+packs its words with one ``struct`` call instead of one per register.
 
 pymodbus answers a read of more than 125 registers with ILLEGAL FUNCTION (it fails to decode
 the request); the Modbus specification asks for ILLEGAL DATA VALUE, so the read and write
@@ -32,7 +40,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -43,7 +51,9 @@ from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.decoders import DecodePDU
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
+    ReadHoldingRegistersResponse,
     ReadInputRegistersRequest,
+    ReadInputRegistersResponse,
     WriteMultipleRegistersRequest,
     WriteSingleRegisterRequest,
     WriteSingleRegisterResponse,
@@ -125,21 +135,17 @@ class ModbusStats:
 
 
 class _CountChecked:
-    """A register read that answers a bad count with ILLEGAL DATA VALUE instead of failing to
-    decode (pymodbus answers ILLEGAL FUNCTION)."""
+    """A register read that decodes any count, so that a bad one is answered with ILLEGAL DATA
+    VALUE by :meth:`ModbusServer.read` (pymodbus fails to decode it: ILLEGAL FUNCTION)."""
 
     address: int
     count: int
     function_code: int
+    transaction_id: int
+    dev_id: int
 
     def decode(self, data: bytes) -> None:
         self.address, self.count = struct.unpack(">HH", data[:4])
-
-    async def datastore_update(self, context: Any, device_id: int) -> ModbusPDU:
-        if not 1 <= self.count <= MAX_READ_COUNT or self.address + self.count > 0x10000:
-            return ExceptionResponse(self.function_code, ExcCodes.ILLEGAL_VALUE)
-        read: ModbusPDU = await super().datastore_update(context, device_id)  # type: ignore[misc]
-        return read
 
 
 class _ReadHolding(_CountChecked, ReadHoldingRegistersRequest):
@@ -148,6 +154,29 @@ class _ReadHolding(_CountChecked, ReadHoldingRegistersRequest):
 
 class _ReadInput(_CountChecked, ReadInputRegistersRequest):
     """FC 04 with the count checked."""
+
+
+# One compiled struct per word count: byte count, then the words big-endian.
+_WORDS = [struct.Struct(f">B{count}H") for count in range(MAX_READ_COUNT + 1)]
+
+
+class _PackedWords:
+    """A read response that packs its words with one struct call (pymodbus packs each word and
+    concatenates the bytes, the largest single cost of a 125-register read)."""
+
+    registers: Sequence[int]
+
+    def encode(self) -> bytes:
+        count = len(self.registers)
+        return _WORDS[count].pack(2 * count, *self.registers)
+
+
+class _HoldingResponse(_PackedWords, ReadHoldingRegistersResponse):
+    """FC 03 response."""
+
+
+class _InputResponse(_PackedWords, ReadInputRegistersResponse):
+    """FC 04 response."""
 
 
 class _WriteSingle(WriteSingleRegisterRequest):
@@ -375,6 +404,18 @@ class _Handler(ServerRequestHandler):
             self.pending_since_s = None
         return used
 
+    def handle_later(self) -> None:
+        # pymodbus runs every request as a task made through run_coroutine_threadsafe (a
+        # concurrent future chained to it), a fifth of the cost of a read: a read for this
+        # unit is answered here at once from the register images; the rest goes on as usual.
+        pdu = self.last_pdu
+        bmsd = self.owner.bmsd
+        if isinstance(pdu, _CountChecked) and pdu.dev_id == bmsd.config.unit_id:
+            bmsd.stats.requests[pdu.function_code] += 1
+            self.server_send(bmsd.read_response(pdu), None)
+            return
+        super().handle_later()  # type: ignore[no-untyped-call]
+
     async def handle_request(self) -> None:
         pdu = self.last_pdu
         if pdu is None:
@@ -484,6 +525,11 @@ class ModbusServer:
         topology = info.topology
         self._input_addresses = mapped_addresses("input", topology)
         self._holding_addresses = mapped_addresses("holding", topology)
+        self._input_ends = _run_ends(self._input_addresses)
+        sunspec_addresses = (
+            [] if sunspec is None else list(range(sunspec.start, sunspec.start + sunspec.length))
+        )
+        self._holding_ends = _run_ends(self._holding_addresses + sunspec_addresses)
         self._input_np = np.zeros(self._input_addresses[-1] + 1, dtype=np.int64)
         self._holding_np = np.zeros(self._holding_addresses[-1] + 1, dtype=np.int64)
         self._input: list[int] = self._input_np.tolist()
@@ -682,6 +728,48 @@ class ModbusServer:
         self._encoded = state
         self.stats.encodings += 1
 
+    def read(self, function_code: int, address: int, count: int) -> list[int] | ExcCodes:
+        """The words of a read of input (FC 04) or holding (FC 03) registers, or the exception
+        to answer: a bad count, then any register not served, then a stale state."""
+        if not 1 <= count <= MAX_READ_COUNT or address + count > 0x10000:
+            return ExcCodes.ILLEGAL_VALUE
+        ends = self._input_ends if function_code == 4 else self._holding_ends
+        if ends[address] < address + count:
+            return ExcCodes.ILLEGAL_ADDRESS
+        state = self._fresh_state()
+        if state is None:
+            return ExcCodes.DEVICE_FAILURE
+        self._refresh(state)
+        if function_code == 4:
+            return self._input[address : address + count]
+        sunspec, image = self._sunspec, self._sunspec_image
+        if sunspec is not None and image is not None and address >= sunspec.start:
+            first = address - sunspec.start
+            image.ensure(first, count)
+            return image.words[first : first + count]
+        return self._holding[address : address + count]
+
+    def read_response(self, request: _CountChecked) -> ModbusPDU:
+        """The answer to a read request (called by the request handler for FC 03 and 04)."""
+        function_code = request.function_code
+        try:
+            words = self.read(function_code, request.address, request.count)
+        except Exception:  # an encoding bug must not end the connection's handler unanswered
+            log.exception(
+                "modbus: read of %d registers at %d failed", request.count, request.address
+            )
+            words = ExcCodes.DEVICE_FAILURE
+        response: ModbusPDU
+        if isinstance(words, ExcCodes):
+            response = ExceptionResponse(function_code, words)
+        elif function_code == 4:
+            response = _InputResponse(registers=words)
+        else:
+            response = _HoldingResponse(registers=words)
+        response.transaction_id = request.transaction_id
+        response.dev_id = request.dev_id
+        return response
+
     async def _action(
         self,
         function_code: int,
@@ -691,6 +779,8 @@ class ModbusServer:
         registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
+        """pymodbus's hook: writes; reads are served by :meth:`read` before the datastore,
+        but one that reached it would be served from the same images."""
         try:
             return await self._serve(
                 function_code, start_address, address, count, registers, set_values
@@ -710,24 +800,11 @@ class ModbusServer:
     ) -> ExcCodes | None:
         if set_values is not None and function_code in (6, 16):
             return await self._write(address, cast(list[int], set_values))
-        state = self._fresh_state()
-        if state is None:
-            return ExcCodes.DEVICE_FAILURE
-        self._refresh(state)
+        words = self.read(function_code, address, count)
+        if isinstance(words, ExcCodes):
+            return words
         offset = address - start_address
-        if function_code == 4:
-            registers[offset : offset + count] = self._input[address : address + count]
-        elif (
-            self._sunspec_image is not None
-            and self._sunspec is not None
-            and (address >= self._sunspec.start)
-        ):
-            first = address - self._sunspec.start
-            self._sunspec_image.ensure(first, count)
-            words = self._sunspec_image.words
-            registers[offset : offset + count] = words[first : first + count]
-        else:
-            registers[offset : offset + count] = self._holding[address : address + count]
+        registers[offset : offset + count] = words
         return None
 
     async def _write(self, address: int, values: list[int]) -> ExcCodes | None:
@@ -869,6 +946,23 @@ def quiet_pymodbus_log() -> None:
     logger = logging.getLogger(PYMODBUS_LOGGER)
     if not any(isinstance(f, PymodbusLogTemplate) for f in logger.filters):
         logger.addFilter(PymodbusLogTemplate())
+
+
+def _run_ends(addresses: list[int]) -> list[int]:
+    """For each address 0..0xFFFF, the end (exclusive) of the run of served addresses that
+    holds it, or the address itself when it is not served: a read of ``count`` registers at
+    ``address`` is served when ``ends[address] >= address + count``."""
+    served = bytearray(0x10001)  # one past the last address: never served
+    for address in addresses:
+        served[address] = 1
+    ends = list(range(0x10000))
+    end = 0
+    for address in range(0xFFFF, -1, -1):
+        if served[address]:
+            if not served[address + 1]:
+                end = address + 1
+            ends[address] = end
+    return ends
 
 
 def _peer_text(peer: tuple[str, int] | None) -> str:
