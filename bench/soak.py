@@ -2,11 +2,11 @@
 
 Starts ``bmsd run`` on etc/sim.toml as its own process (its own state directory, ephemeral
 Modbus and metrics ports) with a cycling load: a CSV profile written for the run repeats a
-compressed charge / rest / discharge / rest cycle at the pack's rated currents (0.5C both ways,
-charge a little longer than discharge), starting near the top, so every cycle runs into the
-charge-current taper and back down. The simulated Pylontech HV inverter of sim.toml answers on
-its own bus and draws that load within the limits bmsd sends it. Beside the daemon this
-process runs:
+compressed charge / rest / discharge / rest cycle just below the pack's rated charge current
+(130 A charge, 120 A discharge, charging longer), starting near the top, so every cycle runs
+into the charge-current taper and back down. The simulated Pylontech HV inverter of sim.toml
+answers on its own bus and draws that load within the limits bmsd sends it. Beside the daemon
+this process runs:
 
 - four Modbus TCP clients (pymodbus), each one connection polling at its own rate: an EMS
   reading the native limits at 10 Hz, a SunSpec reader walking the model chain at 5 Hz, a
@@ -23,7 +23,9 @@ p50/p99 (interpolated in the daemon's lateness histogram, as Prometheus' histogr
 and max (the daemon's max gauge), missed ticks, fault events by fault, Modbus requests and
 errors, inverter frames sent, Prometheus scrapes and failures, and the SOC and CCL ranges
 covered. Memory of this harness stays bounded: only running sums, extremes and counters are
-kept, never the samples. Exits 1 when the daemon died or a component never worked.
+kept, never the samples. Exits 1 when the daemon died or a component never worked; with
+``--strict`` 2 when a target is missed (RSS growth beyond two standard errors, a missed tick
+after the warm-up, a fatal fault).
 
     .venv/bin/python bench/soak.py --duration 1h
     .venv/bin/python bench/soak.py --duration 10m --json soak.json
@@ -69,6 +71,19 @@ SUNSPEC_MARKER = [0x5375, 0x6E53]  # "SunS"
 MAP_VERSION = 1  # native input register 0
 CELL_BLOCK_BASE, CELL_BLOCK_STRIDE, TEMP_OFFSET = 1000, 320, 256
 PROMETHEUS = shutil.which("prometheus")
+
+# --stall-tolerant: on a machine shared with other heavy jobs the daemon's process can stall for
+# a second. The production thresholds rightly trip on that (the loop made no decision; the
+# switch box's own command timeout opens the contactors; sources look silent), which ends the
+# cycling. These overrides let the pack ride through stalls of up to about 2.5 s, so such a
+# machine still exercises the publishers; warnings are unchanged. Never for a real pack.
+STALL_TOLERANT = (
+    "protection.faults.control_loop_overrun.fatal.threshold=5.0",
+    "protection.contactors.command_timeout_s=2.55",  # SWITCHBOX_COMMAND.CommandTimeout's maximum
+    "protection.faults.current_sensor_comm_loss.fatal.threshold=3.0",
+    "protection.faults.switchbox_comm_loss.fatal.threshold=3.0",
+    "protection.faults.module_comm_loss.fatal.threshold=3.0",
+)
 
 # -- parsing and statistics (pure) -------------------------------------------------------------
 
@@ -170,6 +185,7 @@ class MetricsSample:
     mode: str
     modbus_requests: float
     modbus_errors: float
+    modbus_errors_by: dict[str, float]  # "function/exception" -> exception answers
     inverter_frames: float
     inverter_requests: float
 
@@ -182,6 +198,7 @@ def parse_metrics(text: str) -> MetricsSample:
     active: list[str] = []
     mode = "?"
     modbus_requests = modbus_errors = frames = requests = 0.0
+    modbus_errors_by: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, float(sample.value)
@@ -197,6 +214,7 @@ def parse_metrics(text: str) -> MetricsSample:
                 modbus_requests += value
             elif name == "bmsd_modbus_errors_total":
                 modbus_errors += value
+                modbus_errors_by[f"{labels['function']}/{labels['exception']}"] = value
             elif name == "bmsd_inverter_frames_sent_total":
                 frames += value
             elif name == "bmsd_inverter_requests_total":
@@ -217,6 +235,7 @@ def parse_metrics(text: str) -> MetricsSample:
         mode=mode,
         modbus_requests=modbus_requests,
         modbus_errors=modbus_errors,
+        modbus_errors_by=modbus_errors_by,
         inverter_frames=frames,
         inverter_requests=requests,
     )
@@ -490,10 +509,13 @@ class SoakOptions:
     warmup_s: float | None = None  # default: a fifth of the run, at most 5 min
     scrape_s: float = 2.0
     cycle_s: float = 1200.0
-    charge_a: float = 140.0
-    discharge_a: float = 140.0
+    # Below the cell rating (0.5C = 140 A: charge_overcurrent's info level) so noise does not
+    # flag it; charge outweighs discharge per cycle (see cycle_profile).
+    charge_a: float = 130.0
+    discharge_a: float = 120.0
     initial_soc: float = 0.93  # mean cell SOC: the top of the charge tapers in the first hour
     use_prometheus: bool = True
+    overrides: tuple[str, ...] = ()  # more ``--set KEY=VALUE`` for the daemon, applied last
 
     @property
     def warmup(self) -> float:
@@ -535,6 +557,7 @@ class SoakResult:
     modbus_clients: list[dict[str, Any]] = field(default_factory=list)
     modbus_requests_server: int = 0
     modbus_errors_server: int = 0
+    modbus_errors_by: dict[str, int] = field(default_factory=dict)
     inverter_frames: int = 0
     inverter_requests: int = 0
     scrapes_by: str = ""
@@ -544,6 +567,19 @@ class SoakResult:
     sampler_failures: int = 0
     log_warnings: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+
+    def unmet_targets(self) -> list[str]:
+        """The soak's targets this run missed: growth beyond noise, missed ticks, fatal faults."""
+        unmet = []
+        slope, stderr = self.rss_growth_mib_per_h, self.rss_growth_stderr_mib_per_h
+        if slope is not None and stderr is not None and slope > 2.0 * stderr:
+            unmet.append(f"RSS grows {slope:+.2f} MiB/h, beyond 2 standard errors")
+        if self.missed_ticks_after_warmup:
+            unmet.append(f"{self.missed_ticks_after_warmup} ticks missed after the warm-up")
+        fatal = [key for key in self.fault_sets if key.endswith("/fatal")]
+        if fatal:
+            unmet.append(f"fatal faults: {', '.join(fatal)}")
+        return unmet
 
     def modbus_totals(self) -> tuple[int, int, int, int]:
         keys = ("requests", "exceptions", "failures", "wrong")
@@ -592,6 +628,7 @@ class Soak:
                 "--set", f"sim.load.csv_file='{profile}'",
                 "--set", f"sim.initial_soc={self.options.initial_soc}",
                 "--set", "control.summary_log_interval_s=10.0",
+                *(arg for override in self.options.overrides for arg in ("--set", override)),
             ],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log_file,
         )  # fmt: skip
@@ -686,6 +723,7 @@ class Soak:
         result.faults_active_end = list(last.faults_active)
         result.modbus_requests_server = int(last.modbus_requests)
         result.modbus_errors_server = int(last.modbus_errors)
+        result.modbus_errors_by = {k: int(v) for k, v in sorted(last.modbus_errors_by.items())}
         result.inverter_frames = int(last.inverter_frames)
         result.inverter_requests = int(last.inverter_requests)
 
@@ -874,6 +912,7 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
         f"exception answers, {failures} timeouts or broken connections, {wrong} wrong answers; "
         f"the server counted {r.modbus_requests_server} requests, {r.modbus_errors_server} errors"
     )
+    yield f"    server exception answers by function/exception: {_counts(r.modbus_errors_by)}"
     for c in r.modbus_clients:
         yield (
             f"    {c['name']:8s} {c['rate_hz']:4.0f} Hz: {c['requests']} requests, "
@@ -888,9 +927,12 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
     )
     yield f"  daemon log warnings and errors: {_counts(r.log_warnings)}"
     yield f"  problems: {'; '.join(r.problems) or 'none'}"
+    unmet = r.unmet_targets()
+    yield f"  targets: {'not met: ' + '; '.join(unmet) if unmet else 'met'}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (docs/reliability-soak.md is tested against it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--duration",
@@ -923,20 +965,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", type=Path, default=None, help="also write the figures as JSON here"
     )
+    parser.add_argument(
+        "--stall-tolerant",
+        action="store_true",
+        help="raise the stall-sensitive fatal thresholds (a loaded machine; see the docs)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 2 when a target is not met (see the docs)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another config override for the daemon (repeatable), e.g. a fault threshold",
+    )
+    return parser
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)  # fmt: skip
     options = SoakOptions(
         duration_s=args.duration, sample_s=args.sample, report_s=args.report, warmup_s=args.warmup,
         scrape_s=args.scrape, cycle_s=args.cycle, use_prometheus=not args.no_prometheus,
+        overrides=(STALL_TOLERANT if args.stall_tolerant else ()) + tuple(args.set),
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bmsd-soak-") as temp:
         work = args.work or Path(temp)
         work.mkdir(parents=True, exist_ok=True)
-        result = Soak(options, work).run()
+        # SIGTERM unwinds like Ctrl-C: the daemon and Prometheus are stopped, not orphaned.
+        signal.signal(signal.SIGTERM, _interrupt)
+        soak = Soak(options, work)
+        try:
+            result = soak.run()
+        except RuntimeError as exc:  # the daemon or Prometheus never came up
+            print(f"soak: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("soak: interrupted; figures so far:", file=sys.stderr)
+            for line in report(soak.result, options):
+                print(line, file=sys.stderr)
+            return 130
     for line in report(result, options):
         print(line)
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    return 1 if result.problems else 0
+    if result.problems:
+        return 1
+    return 2 if args.strict and result.unmet_targets() else 0
 
 
 if __name__ == "__main__":
