@@ -64,6 +64,8 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 from pymodbus.exceptions import ModbusException  # noqa: E402
 
+from bmsd.config import load_config  # noqa: E402
+
 SIM = ROOT / "etc" / "sim.toml"
 UNIT = 1
 SUNSPEC_BASE = 40000
@@ -347,9 +349,13 @@ async def _sunspec_chunks(
 
 
 async def modbus_client(
-    kind: str, port: int, stats: ClientStats, module_count: int, stop: asyncio.Event
+    kind: str, port: int, stats: ClientStats, layout: tuple[int, int, int], stop: asyncio.Event
 ) -> None:
-    """One TCP connection polling at ``stats.rate_hz`` until ``stop``; reconnects on failure."""
+    """One TCP connection polling at ``stats.rate_hz`` until ``stop``; reconnects on failure.
+
+    ``layout`` is (modules, cells per module, temperature sensors per module) of the pack.
+    """
+    module_count, cells, temps = layout
     client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2.0, retries=0)
     period_s = 1.0 / stats.rate_hz
     step = 0
@@ -375,9 +381,9 @@ async def modbus_client(
                     module = (step // 2) % module_count
                     base = CELL_BLOCK_BASE + CELL_BLOCK_STRIDE * module
                     if step % 2 == 0:
-                        await _read(client, stats, 4, base, 16)
+                        await _read(client, stats, 4, base, cells)
                     else:
-                        await _read(client, stats, 4, base + TEMP_OFFSET, 4)
+                        await _read(client, stats, 4, base + TEMP_OFFSET, temps)
                 elif kind == "sunspec":
                     if not chunks:
                         chunks = await _sunspec_chunks(client, stats)
@@ -752,12 +758,15 @@ class Soak:
                         fallback_scraper(metrics_url, options.scrape_s, scrapes, stop)
                     )
                 )
-            module_count = 4  # etc/sim.toml: 4 modules of 16 cells and 4 sensors
+            pack = load_config(SIM, self.options.overrides).pack
+            layout = (
+                pack.strings * pack.modules_per_string,
+                pack.cells_per_module,
+                pack.temps_per_module,
+            )
             for stats in clients:
                 tasks.append(
-                    asyncio.create_task(
-                        modbus_client(stats.name, modbus_port, stats, module_count, stop)
-                    )
+                    asyncio.create_task(modbus_client(stats.name, modbus_port, stats, layout, stop))
                 )
             started = time.monotonic()
             next_sample = next_report = started
@@ -770,7 +779,8 @@ class Soak:
                 now = time.monotonic()
                 if now >= next_sample:
                     await asyncio.to_thread(self._sample, daemon.pid, metrics_url, elapsed)
-                    next_sample += options.sample_s
+                    # A slow sample (a stalled daemon) delays the next, never causes a burst.
+                    next_sample = max(next_sample + options.sample_s, time.monotonic())
                 if now >= next_report and now > started:
                     next_report += options.report_s
                     self._figures()
@@ -821,6 +831,8 @@ class Soak:
         wrong = result.modbus_totals()[3]
         if not result.daemon_alive:
             result.problems.append("the daemon was not running at the end")
+        elif result.daemon_exit_code != 0:
+            result.problems.append(f"the daemon exited with {result.daemon_exit_code} on SIGTERM")
         if result.samples == 0:
             result.problems.append("no metrics sample succeeded")
         for client in result.modbus_clients:
