@@ -488,7 +488,6 @@ async def fallback_scraper(
     url: str, interval_s: float, scrapes: Scrapes, stop: asyncio.Event
 ) -> None:
     """HTTP GET scrapes at Prometheus' rate when the prometheus binary is missing."""
-    scrapes.by = "HTTP GET (prometheus not installed)"
     while not stop.is_set():
         started = time.monotonic()
         scrapes.total += 1
@@ -744,6 +743,13 @@ class Soak:
         scrapes = Scrapes()
         clients = [ClientStats(kind, rate) for kind, rate in CLIENTS]
         started = time.monotonic()
+        # SIGINT and SIGTERM cancel the run, so its cleanup below stops the daemon and
+        # Prometheus (a background job may even have SIGINT ignored: asyncio's own handler
+        # would then not be installed).
+        loop, run_task = asyncio.get_running_loop(), asyncio.current_task()
+        assert run_task is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, run_task.cancel)
         try:
             target, modbus_port = await asyncio.to_thread(self._addresses, daemon)
             metrics_url = f"http://{target}/metrics"
@@ -753,6 +759,8 @@ class Soak:
                 prometheus = PrometheusServer(self.work / "prometheus", target, options.scrape_s)
                 await asyncio.to_thread(prometheus.wait_ready)
             else:
+                why = "prometheus not installed" if options.use_prometheus else "--no-prometheus"
+                scrapes.by = f"HTTP GET ({why})"
                 tasks.append(
                     asyncio.create_task(
                         fallback_scraper(metrics_url, options.scrape_s, scrapes, stop)
@@ -792,8 +800,8 @@ class Soak:
             if daemon.poll() is None:
                 await asyncio.to_thread(self._sample, daemon.pid, metrics_url, result.duration_s)
             self._figures()
-            result.daemon_alive = daemon.poll() is None
         finally:
+            result.daemon_alive = daemon.poll() is None  # also when interrupted
             stop.set()
             for task in tasks:
                 try:
@@ -823,6 +831,8 @@ class Soak:
                 result.daemon_exit_code = daemon.returncode
             self._log_file.close()
             self._count_log()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
         self._judge()
 
     def _judge(self) -> None:
@@ -846,7 +856,11 @@ class Soak:
             result.problems.append("no successful Prometheus scrape")
 
     def run(self) -> SoakResult:
-        asyncio.run(self._run())
+        """Run to the end; SIGINT or SIGTERM stops the children and raises KeyboardInterrupt."""
+        try:
+            asyncio.run(self._run())
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
         return self.result
 
     # -- output --------------------------------------------------------------------------------
@@ -995,10 +1009,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # fmt: skip
@@ -1010,8 +1020,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bmsd-soak-") as temp:
         work = args.work or Path(temp)
         work.mkdir(parents=True, exist_ok=True)
-        # SIGTERM unwinds like Ctrl-C: the daemon and Prometheus are stopped, not orphaned.
-        signal.signal(signal.SIGTERM, _interrupt)
         soak = Soak(options, work)
         try:
             result = soak.run()
