@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -668,6 +669,9 @@ METRICS: tuple[MetricSpec, ...] = (
                "Run time of each control tick", source="hook"),
     MetricSpec("bmsd_control_tick_lateness_seconds", "histogram",
                "How late each tick started against its schedule", source="hook"),
+    MetricSpec("bmsd_control_tick_lateness_max_seconds", "gauge",
+               "Largest lateness of a tick since start, against its original schedule (a "
+               "stall that skipped periods counts in full)", source="hook"),
     MetricSpec("bmsd_state_age_seconds", "gauge",
                "Time since the newest tick (grows if the control loop stalls)",
                values=_state_age, when="before the first tick"),
@@ -854,8 +858,16 @@ class MetricsExporter:
             buckets=TICK_BUCKETS_S,
             registry=None,
         )
+        # The histogram's top bucket cannot tell a 3 s stall from a 30 s one: keep the worst.
+        self._tick_lateness_max = Gauge(
+            "bmsd_control_tick_lateness_max_seconds",
+            METRICS_BY_NAME["bmsd_control_tick_lateness_max_seconds"].help,
+            registry=None,
+        )
+        self._tick_lateness_max_s = 0.0
         for metric in (
-            self._fault_events, self._overruns, self._tick_duration, self._tick_lateness
+            self._fault_events, self._overruns, self._tick_duration, self._tick_lateness,
+            self._tick_lateness_max,
         ):  # fmt: skip
             self._add(metric)
         self._server: WSGIServer | None = None
@@ -885,6 +897,9 @@ class MetricsExporter:
                 if timing.duration_s > self._tick_s:
                     self._overruns.inc()
             self._tick_lateness.observe(max(0.0, timing.lateness_s))
+            if timing.stall_s > self._tick_lateness_max_s:
+                self._tick_lateness_max_s = timing.stall_s
+                self._tick_lateness_max.set(timing.stall_s)
         for event in state.fault_events:
             self._fault_events.labels(event.fault_id, event.level.label, event.kind).inc()
 

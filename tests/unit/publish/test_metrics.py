@@ -247,6 +247,28 @@ def test_tick_hook_counts_fault_events_overruns_and_durations(
     assert _value(text, "bmsd_control_tick_lateness_seconds_bucket", le="0.02") == 3.0
 
 
+def test_tick_hook_keeps_the_largest_lateness_including_skipped_periods(
+    config: Config, state: PackState
+) -> None:
+    exporter = MetricsExporter(MetricsConfig(), sources(config, state), fault_keys=[])
+    assert _value(_scrape_text(exporter), "bmsd_control_tick_lateness_max_seconds") == 0.0
+    tick_s = config.control.tick_s
+    # (started - scheduled after skipping, missed periods, lateness against the original
+    # schedule): a 0.35 s stall at 0.1 s ticks skips 3 periods and starts 0.05 s late.
+    for tick, late_s, missed, stall_s in (
+        (2, 0.004, 0, 0.004),
+        (3, 0.05, 3, 3 * tick_s + 0.05),
+        (4, 0.02, 0, 0.02),  # smaller: the maximum stays
+    ):
+        timing = TickTiming(10.0, 10.0 + late_s, 0.001, missed, missed, stall_s)
+        exporter.on_tick(dataclasses.replace(state, tick=tick, timing=timing))
+    text = _scrape_text(exporter)
+    assert _value(text, "bmsd_control_tick_lateness_max_seconds") == pytest.approx(
+        3 * tick_s + 0.05
+    )
+    assert _value(text, "bmsd_control_tick_lateness_seconds_count") == 3.0
+
+
 def test_exporter_serves_http_and_reports_a_taken_port(config: Config, state: PackState) -> None:
     exporter = MetricsExporter(MetricsConfig(port=0), sources(config, state), fault_keys=[])
     host, port = exporter.start()
