@@ -26,7 +26,7 @@ from bmsd.acquisition.urgent import UrgentCheck
 from bmsd.balancing.commands import BalancingSender
 from bmsd.balancing.coordinator import STATE_FILE as BALANCING_FILE
 from bmsd.canbus.bus import CanInterface
-from bmsd.canbus.codec import FrameDecoder, FrameEncoder
+from bmsd.canbus.codec import FrameDecoder, FrameEncoder, check_sendable
 from bmsd.canbus.errorframes import CAN_ERROR_FRAME_RATE, CAN_UNKNOWN_FRAME_RATE
 from bmsd.canbus.protocol import Protocol, load_protocol
 from bmsd.config import Config, load_config
@@ -88,6 +88,7 @@ class Daemon:
         self.latched_store = LatchedFaultStore(self.state_dir)
         self.journal = FaultJournal(self.state_dir)
         self.encoder = FrameEncoder(self.protocol, self.topology)
+        check_sendable(config, self.encoder, str(config_path or "<config>"))
         pack_capacity_ah = (
             self.cell_capacity_ah * self.topology.cells_in_parallel * self.topology.strings
         )

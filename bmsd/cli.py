@@ -100,7 +100,7 @@ def _load(path: Path, overrides: Sequence[str]) -> Config:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config, args.overrides)
     # Deep checks: the protocol file and DBCs, the cell file, the frame-id table.
-    from bmsd.canbus.codec import FrameDecoder
+    from bmsd.canbus.codec import FrameDecoder, FrameEncoder, check_sendable
     from bmsd.canbus.protocol import load_protocol
     from bmsd.model.cell import CellModel
     from bmsd.model.topology import Topology
@@ -108,6 +108,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     topology = Topology.from_config(config.pack)
     protocol = load_protocol(config.path(config.acquisition.protocol))
     decoder = FrameDecoder(protocol, topology)
+    check_sendable(config, FrameEncoder(protocol, topology), str(args.config))
     cell = CellModel.load(config.path(config.pack.cell_file))
     print(
         summarise(

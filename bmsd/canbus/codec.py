@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import can
 
 from bmsd.canbus.protocol import GroupedValues, MaskMessage, Protocol, SignalRef
-from bmsd.errors import CanCodecError
+from bmsd.errors import CanCodecError, ConfigError, ConfigIssue
 from bmsd.model.bms import ContactorCommand
 from bmsd.model.readings import (
     BalancingFeedback,
@@ -30,6 +30,9 @@ from bmsd.model.readings import (
     UnexpectedModule,
 )
 from bmsd.model.topology import Topology
+
+if TYPE_CHECKING:
+    from bmsd.config import Config
 
 Signals = dict[str, Any]
 Builder = Callable[[Signals, float], list[Reading]]
@@ -319,6 +322,14 @@ class FrameEncoder:
         self._protocol = protocol
         self._topology = topology
 
+    @property
+    def has_switchbox(self) -> bool:
+        return self._protocol.mapping.switchbox is not None
+
+    @property
+    def has_balancing_command(self) -> bool:
+        return self._protocol.mapping.modules.balancing_command is not None
+
     def switchbox_command(
         self, *, minus: bool, plus: bool, precharge: bool, counter: int, timeout_s: float
     ) -> can.Message:
@@ -373,6 +384,41 @@ class FrameEncoder:
                 values[mask_map.timeout_signal] = timeout_s
             frames.append(_encode(message, values, frame_id))
         return frames
+
+
+def unsendable_settings(
+    encoder: FrameEncoder, contactor_timeout_s: float, balancing_timeout_s: float | None
+) -> list[tuple[str, str]]:
+    """(config key, reason) for each timeout the protocol's frames cannot carry.
+
+    A value outside its signal's range would fail to encode on every tick: the contactors
+    would never close (safe, but found only on site), so the config is refused at start."""
+    problems: list[tuple[str, str]] = []
+    try:
+        if encoder.has_switchbox:
+            encoder.switchbox_command(
+                minus=False, plus=False, precharge=False, counter=0, timeout_s=contactor_timeout_s
+            )
+    except CanCodecError as exc:
+        problems.append(("protection.contactors.command_timeout_s", str(exc)))
+    if balancing_timeout_s is not None and encoder.has_balancing_command:
+        try:
+            encoder.balancing_command(0, [False], balancing_timeout_s)
+        except CanCodecError as exc:
+            problems.append(("balancing.slave_timeout_s", str(exc)))
+    return problems
+
+
+def check_sendable(config: Config, encoder: FrameEncoder, source: str) -> None:
+    """Raise ConfigError (naming ``source``) when a configured timeout cannot be sent."""
+    balancing_timeout_s = (
+        None if config.balancing.strategy == "none" else config.balancing.slave_timeout_s
+    )
+    problems = unsendable_settings(
+        encoder, config.protection.contactors.command_timeout_s, balancing_timeout_s
+    )
+    if problems:
+        raise ConfigError([ConfigIssue(source, key, reason) for key, reason in problems])
 
 
 def _encode(message: Any, values: dict[str, int | float], frame_id: int) -> can.Message:

@@ -132,3 +132,14 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
     result = check_config(tmp_path / "absent.toml")
     assert result.returncode == 2
     assert f"{tmp_path / 'absent.toml'}: <top level>: file not found" in result.stderr
+
+
+def test_a_timeout_the_switch_box_frame_cannot_carry_is_refused() -> None:
+    # The command frame's timeout signal tops out at 2.55 s: a longer timeout would fail to
+    # encode on every tick and the contactors would never close, found only on site.
+    result = check_config(ETC / "sim.toml", "--set", "protection.contactors.command_timeout_s=3.0")
+    assert result.returncode == 2
+    assert "sim.toml: protection.contactors.command_timeout_s:" in result.stderr
+    assert "2.55" in result.stderr
+    fits = check_config(ETC / "sim.toml", "--set", "protection.contactors.command_timeout_s=2.5")
+    assert fits.returncode == 0, fits.stderr
