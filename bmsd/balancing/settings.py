@@ -133,7 +133,7 @@ class BalancingConfig:
         "soc: each cell keeps this many standard deviations of its SOC difference to the "
         "reference (its and the reference's estimate combined) unbled, when that is more than "
         "soc_stop_spread: an excess within the estimate's noise is not bled (0: no deadband)",
-        default=1.0,
+        default=0.5,
     )
     soc_plan_interval_s: float = doc(
         "soc: a bleed budget (the plan) is made from a certain estimate at most this often; it "

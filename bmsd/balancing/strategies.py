@@ -11,12 +11,12 @@ temperature, duty cycle, heat budget) that :mod:`bmsd.balancing.conditions` appl
   it falls to a lower one, only while the lowest cell is above a minimum voltage.
 - ``top``: voltage-based, but only near the end of charge (highest cell above a threshold),
   where LFP's OCV is steep enough for a voltage difference to mean a charge difference.
-- ``soc``: from the estimator's per-cell SOC and capacity, plans the charge (Ah) each cell
-  holds above the reference (the cell with the most room to full, or the emptiest), and bleeds
-  it by counting Ah. It works inside LFP's flat plateau, where voltages cannot see the
-  imbalance. The estimator does not see bleed currents, so its SOC is only fresh again after
-  an anchor (a full charge, an empty, a relaxed OCV reading): each new anchor replaces the plan,
-  and a finished plan is not re-planned from the same (now outdated) estimate.
+- ``soc``: from the estimator's per-cell SOC and capacity, plans a budget: the charge (Ah) each
+  cell holds above the reference (the cell with the most room to full, or the emptiest) less a
+  noise deadband, made near the aligned end of charge and kept for an interval, and bleeds it
+  by counting Ah, the fullest cells first. It works inside LFP's flat plateau, where voltages
+  cannot see the imbalance. The estimator is told each cell's bleed current, so a new plan
+  already includes what was bled (see :class:`SocBased`).
 """
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ def test_none_and_factory() -> None:
 def test_soc_budget_replaced_early_by_an_estimate_twice_as_certain(
     std_now: float, replanned: bool
 ) -> None:
-    strategy = SocBased(dataclasses.replace(CONFIG, soc_plan_window=1.0))
+    strategy = SocBased(dataclasses.replace(CONFIG, soc_plan_window=1.0, soc_deadband_sigma=1.0))
     _, memory = strategy.decide(soc_view([0.50, 0.55], std=0.02), Memory())
     assert memory.plan is not None
     # 5 % − 1σ of the difference (√2·2 % = 2.83 %): 2.17 Ah.
