@@ -74,8 +74,8 @@ class SocPlan:
     def spread(self, bled_ah: FloatArray) -> float:
         """The imbalance left: the planned excess minus what has been bled, over capacity.
 
-        The estimator does not see the bleed, so this (not its live, noisy SOC) is the figure
-        that falls as balancing works."""
+        Counted from the Ah bled rather than from the live, noisy SOC, so the figure falls
+        steadily as balancing works."""
         left = np.maximum(0.0, self.excess_ah - (bled_ah - self.bled_at_plan_ah))
         return float((left / self.capacity_ah).max())
 
