@@ -215,7 +215,8 @@ def run_case(
             bal = state.balancing
             print(
                 f"{chemistry} {strategy} day {now / 86_400.0:6.2f}: imbalance "
-                f"{imbalance(pack):.3%}, I {pack.true_current_a:+7.1f} A, cells "
+                f"{imbalance(pack):.3%}, bled {energy_wh / 1000.0:.2f} kWh, "
+                f"I {pack.true_current_a:+7.1f} A, cells "
                 f"{voltage.min():.3f}..{voltage.max():.3f} V, "
                 f"{'' if bal is None else bal.reason[:90]}",
                 flush=True,
@@ -278,6 +279,12 @@ def main() -> None:
         "--tick", type=float, default=120.0, help="simulated s per tick (and physics step)"
     )
     parser.add_argument("--chemistry", choices=("LFP", "NMC", "both"), default="both")
+    parser.add_argument(
+        "--strategy",
+        choices=("soc", "voltage", "both"),
+        default="both",
+        help="run only one strategy (the ratios then need the other's figures from a prior run)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="cases run in parallel")
     parser.add_argument(
         "--set",
@@ -294,7 +301,7 @@ def main() -> None:
     cases = [
         (chem, strategy, args.bleed, args.days, args.tick, args.trace * 3600.0, tuple(args.set))
         for chem in chemistries
-        for strategy in ("soc", "voltage")
+        for strategy in (("soc", "voltage") if args.strategy == "both" else (args.strategy,))
     ]
     print(
         f"16 x 24 pack, {SPREAD:.0%} SOC spread, bleed {args.bleed:g} A/cell, at most 8 cells "
@@ -313,6 +320,9 @@ def main() -> None:
             f"{r.energy_kwh:9.2f} {r.bled_ah:9.1f} {r.wall_s:7.0f}"
         )
     for chem in chemistries:
+        if (chem, "soc") not in by_key or (chem, "voltage") not in by_key:
+            _print_milestones(results)
+            continue
         soc, volt = by_key[(chem, "soc")], by_key[(chem, "voltage")]
         print(f"\n{chem}: days and kWh bled until the imbalance first fell below each level")
         print(
@@ -328,6 +338,13 @@ def main() -> None:
             elif a is not None:
                 ratios = f"{'<= ' + format(a[0] / volt.days_run, '.2f'):>11} {'n/a':>13}"
             print(f"{threshold:6.1%} {cells[0]} {cells[1]} {ratios}")
+
+
+def _print_milestones(results: list[Result]) -> None:
+    for r in results:
+        print(f"\n{r.chemistry} {r.strategy}: days and kWh until the imbalance fell below")
+        for threshold in MILESTONES:
+            print(f"{threshold:6.1%} {_mark(r.milestones.get(threshold), r)}")
 
 
 def _mark(milestone: tuple[float, float] | None, result: Result) -> str:

@@ -100,6 +100,18 @@ class Balancer:
         """Charge current limit to hold the pack at near the top while balancing finishes."""
         return self._hold_a
 
+    def bleeding_now(self, snapshot: PackSnapshot) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        """The cells that bled since the last step: what fresh slaves report, else the command."""
+        if not self._feedback_available:
+            return self._command.copy()
+        fresh = np.asarray(snapshot.module_age_s <= self._module_timeout_s, dtype=np.bool_)
+        fresh_cells = np.repeat(fresh, self._topology.cells_per_module)
+        return np.asarray(snapshot.balancing_feedback, dtype=np.bool_) & fresh_cells
+
+    def bleed_current_a(self, snapshot: PackSnapshot) -> FloatArray:
+        """Bleed current per cell since the last step, A (for the estimator's prediction)."""
+        return np.where(self.bleeding_now(snapshot), self.config.bleed_current_a, 0.0)
+
     def answer(self, request: Request) -> Reply:
         """Operator balancing on/off (Modbus, CLI)."""
         if not self.configured:
@@ -137,7 +149,7 @@ class Balancer:
         feedback = np.asarray(snapshot.balancing_feedback, dtype=np.bool_)
 
         # What really bled since the last tick: the slaves' report if they give one.
-        really = feedback & fresh_cells if self._feedback_available else self._command
+        really = self.bleeding_now(snapshot)
         self._bled_ah = self._bled_ah + really * (config.bleed_current_a * dt_s / SECONDS_PER_HOUR)
 
         mismatch = self._mismatch(now_s, feedback, fresh)
@@ -152,6 +164,7 @@ class Balancer:
             soc=None if estimates is None else estimates.soc,
             soc_std=None if estimates is None else estimates.soc_std,
             capacity_ah=None if estimates is None else estimates.capacity_ah,
+            capacity_std_ah=None if estimates is None else estimates.capacity_std_ah,
             anchored_at_s=math.nan if estimates is None else estimates.anchored_at_s,
         )
         decision, memory = self.strategy.decide(view, self._memory)

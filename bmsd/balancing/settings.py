@@ -129,6 +129,30 @@ class BalancingConfig:
         "uncertain estimate bleeds nothing",
         default=0.03,
     )
+    soc_deadband_sigma: float = doc(
+        "soc: each cell keeps this many standard deviations of its SOC difference to the "
+        "reference (its and the reference's estimate combined) unbled, when that is more than "
+        "soc_stop_spread: an excess within the estimate's noise is not bled (0: no deadband)",
+        default=0.5,
+    )
+    soc_plan_interval_s: float = doc(
+        "soc: a bleed budget (the plan) is made from a certain estimate at most this often; it "
+        "is bled by counting Ah until done or replaced by the next one",
+        unit="s",
+        default=86400.0,
+    )
+    soc_plan_window: float = doc(
+        "soc: plans are made only while the average SOC is within this of full (top "
+        "alignment) or of empty (bottom): a cell's room to full is (1 - SOC) x capacity, so "
+        "near full an error in its capacity estimate hardly matters; 1: at any SOC",
+        default=0.15,
+    )
+    soc_top_first_band: float = doc(
+        "soc: only cells whose remaining budget is within this share of capacity of the "
+        "largest one bleed, so the fullest cells (which set the usable capacity) go first and "
+        "no energy is spent on cells below them yet; 0.5: every cell with a budget bleeds",
+        default=0.001,
+    )
     # --- charge control -----------------------------------------------------------------
     hold_charge_current_a: float = doc(
         "While balancing is needed and the highest cell is at or above top_start_cell_v, the "
@@ -178,6 +202,7 @@ class BalancingConfig:
             "voltage_stop_delta_v",
             "top_delta_v",
             "soc_stop_spread",
+            "soc_deadband_sigma",
             "hold_charge_current_a",
         )
         if self.bleed_current_a > 5.0:
@@ -200,6 +225,14 @@ class BalancingConfig:
             problems.append(("soc_start_spread", "must be above soc_stop_spread and at most 0.5"))
         if not 0.5 <= self.soc_reference_quantile <= 1.0:
             problems.append(("soc_reference_quantile", "must be between 0.5 and 1"))
+        if self.soc_deadband_sigma > 5.0:
+            problems.append(("soc_deadband_sigma", "must be at most 5 (sigma)"))
+        if not 60.0 <= self.soc_plan_interval_s <= 30 * 86400.0:
+            problems.append(("soc_plan_interval_s", "must be between 60 s and 30 days"))
+        if not 0.0 < self.soc_plan_window <= 1.0:
+            problems.append(("soc_plan_window", "must be above 0 and at most 1"))
+        if not 0.0 < self.soc_top_first_band <= 0.5:
+            problems.append(("soc_top_first_band", "must be above 0 and at most 0.5"))
         if not 0.0 < self.soc_max_std <= 0.5:
             problems.append(("soc_max_std", "must be above 0 and at most 0.5"))
         for key in ("voltage_min_cell_v", "top_start_cell_v"):

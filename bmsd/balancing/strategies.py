@@ -11,12 +11,12 @@ temperature, duty cycle, heat budget) that :mod:`bmsd.balancing.conditions` appl
   it falls to a lower one, only while the lowest cell is above a minimum voltage.
 - ``top``: voltage-based, but only near the end of charge (highest cell above a threshold),
   where LFP's OCV is steep enough for a voltage difference to mean a charge difference.
-- ``soc``: from the estimator's per-cell SOC and capacity, plans the charge (Ah) each cell
-  holds above the reference (the cell with the most room to full, or the emptiest), and bleeds
-  it by counting Ah. It works inside LFP's flat plateau, where voltages cannot see the
-  imbalance. The estimator does not see bleed currents, so its SOC is only fresh again after
-  an anchor (a full charge, an empty, a relaxed OCV reading): each new anchor replaces the plan,
-  and a finished plan is not re-planned from the same (now outdated) estimate.
+- ``soc``: from the estimator's per-cell SOC and capacity, plans a budget: the charge (Ah) each
+  cell holds above the reference (the cell with the most room to full, or the emptiest) less a
+  noise deadband, made near the aligned end of charge and kept for an interval, and bleeds it
+  by counting Ah, the fullest cells first. It works inside LFP's flat plateau, where voltages
+  cannot see the imbalance. The estimator is told each cell's bleed current, so a new plan
+  already includes what was bled (see :class:`SocBased`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ class CellView:
     soc: FloatArray | None = None
     soc_std: FloatArray | None = None
     capacity_ah: FloatArray | None = None
+    capacity_std_ah: FloatArray | None = None
+    """One-sigma uncertainty of each cell's capacity (None: not known, taken as 0)."""
     anchored_at_s: float = math.nan
     """Time of the estimator's last anchor event (NaN: none yet)."""
 
@@ -66,12 +68,14 @@ class SocPlan:
     """Charge above the reference per cell when the plan was made."""
     capacity_ah: FloatArray
     """Capacity per cell when the plan was made."""
+    soc_std: float = math.inf
+    """Median uncertainty (share of capacity) of the room or charge the plan was made from."""
 
     def spread(self, bled_ah: FloatArray) -> float:
         """The imbalance left: the planned excess minus what has been bled, over capacity.
 
-        The estimator does not see the bleed, so this (not its live, noisy SOC) is the figure
-        that falls as balancing works."""
+        Counted from the Ah bled rather than from the live, noisy SOC, so the figure falls
+        steadily as balancing works."""
         left = np.maximum(0.0, self.excess_ah - (bled_ah - self.bled_at_plan_ah))
         return float((left / self.capacity_ah).max())
 
@@ -227,8 +231,29 @@ def excess_ah(
     )
 
 
+def reference_index(
+    soc: FloatArray, capacity_ah: FloatArray, alignment: str, quantile: float = 1.0
+) -> int:
+    """The cell at (or nearest to) the reference of :func:`excess_ah`."""
+    if alignment == "top":
+        value = (1.0 - soc) * capacity_ah
+        return int(np.argmin(np.abs(value - np.quantile(value, quantile))))
+    value = soc * capacity_ah
+    return int(np.argmin(np.abs(value - np.quantile(value, 1.0 - quantile))))
+
+
 class SocBased:
-    """``soc``: bleed the charge each cell holds above the reference, planned from the SOC."""
+    """``soc``: bleed a budget of Ah per cell, planned from the SOC estimate, top cells first.
+
+    The estimator sees each cell's bleed current (the controller passes it in), so its SOC
+    stays current while bleeding. Bleeding still costs energy on what only the noise shows:
+    re-planning from every tick's estimate would bleed whichever cell the noise lifts, which
+    then becomes the cell with the most room, and every other cell is bled after it (a ratchet).
+    So the plan is a budget: made from a certain estimate at most every ``soc_plan_interval_s``,
+    each cell's excess less a deadband of ``soc_deadband_sigma`` standard deviations of its
+    difference to the reference, bled by counting Ah. Within the budget, the cells with the
+    most left bleed first (``soc_top_first_band``).
+    """
 
     name = "soc"
 
@@ -238,15 +263,37 @@ class SocBased:
         self._stop = config.soc_stop_spread
         self._max_std = config.soc_max_std
         self._quantile = config.soc_reference_quantile
+        self._deadband_sigma = config.soc_deadband_sigma
+        self._interval_s = config.soc_plan_interval_s
+        self._band = config.soc_top_first_band
+        self._window = config.soc_plan_window
+
+    def charge_std(self, view: CellView) -> FloatArray:
+        """Uncertainty of each cell's room to full (top) or charge (bottom), share of capacity.
+
+        Room = (1 − SOC)·Q: its error is the SOC's plus (1 − SOC) times the capacity's, so the
+        room is known best near full (top alignment) and the charge near empty (bottom)."""
+        assert view.soc is not None and view.soc_std is not None and view.capacity_ah is not None
+        lever = 1.0 - view.soc if self._alignment == "top" else view.soc
+        cap_std = np.zeros_like(view.soc) if view.capacity_std_ah is None else view.capacity_std_ah
+        relative = lever * cap_std / view.capacity_ah
+        return np.asarray(np.sqrt(view.soc_std**2 + relative**2), dtype=np.float64)
+
+    def budget_ah(self, soc: FloatArray, std: FloatArray, capacity_ah: FloatArray) -> FloatArray:
+        """Charge to bleed per cell: the excess above the reference less the larger of the
+        stop spread and the deadband (never negative). ``std``: :meth:`charge_std`."""
+        excess = excess_ah(soc, capacity_ah, self._alignment, self._quantile)
+        ref = reference_index(soc, capacity_ah, self._alignment, self._quantile)
+        sigma_diff = np.sqrt(std**2 + float(std[ref]) ** 2)
+        keep = np.maximum(self._stop, self._deadband_sigma * sigma_diff) * capacity_ah
+        budget = excess - keep
+        return np.asarray(np.where(budget > _MIN_AH, budget, 0.0), dtype=np.float64)
 
     def decide(self, view: CellView, memory: Memory) -> tuple[Decision, Memory]:
         count = view.voltage_v.size
         plan = memory.plan
         if plan is not None and plan.target_ah.size != count:
             plan = None
-        fresh_anchor = not math.isnan(view.anchored_at_s) and (
-            plan is None or view.anchored_at_s != plan.anchored_at_s
-        )
         remaining = plan.remaining_ah(view.bled_ah) if plan is not None else np.zeros(count)
         plan_done = plan is None or not remaining.any()
         spread = math.nan
@@ -259,13 +306,18 @@ class SocBased:
             excess = excess_ah(soc, capacity, self._alignment, self._quantile)
             spread = float((excess / capacity).max())
             certain = bool(np.all(soc_std <= self._max_std))
-            # A new anchor is fresh information that already includes all bleeding so far:
-            # it replaces the plan (done or not). Without one, a finished plan waits.
-            if (plan is None or fresh_anchor) and certain:
+            std = self.charge_std(view)
+            # The estimator counts the bleed, so a new estimate already includes what was bled;
+            # a budget is still kept for an interval, so the noise is sampled once per plan.
+            # An estimate twice as certain as the plan's (after the start, an anchor) is news.
+            sharper = plan is not None and float(np.median(std)) < 0.5 * plan.soc_std
+            due = plan is None or sharper or view.now_s - plan.made_at_s >= self._interval_s
+            average = float(np.mean(soc))
+            lever = 1.0 - average if self._alignment == "top" else average
+            if due and certain and lever <= self._window:
                 in_progress = not plan_done
                 if spread >= self._start or (in_progress and spread > self._stop):
-                    target = excess - self._stop * capacity
-                    target = np.where(target > _MIN_AH, target, 0.0)
+                    target = self.budget_ah(soc, std, capacity)
                     plan = SocPlan(
                         view.now_s,
                         view.anchored_at_s,
@@ -273,39 +325,55 @@ class SocBased:
                         view.bled_ah.copy(),
                         excess,
                         np.asarray(capacity, dtype=np.float64).copy(),
+                        float(np.median(std)),
                     )
                     remaining = plan.remaining_ah(view.bled_ah)
                     planned_now = True
                 elif plan is not None:
-                    # Checked against a new anchor and found balanced: nothing left to bleed.
+                    # Re-checked and found balanced: nothing left to bleed until the next check.
                     plan = replace(
                         plan,
+                        made_at_s=view.now_s,
                         anchored_at_s=view.anchored_at_s,
                         target_ah=np.zeros(count),
                         bled_at_plan_ah=view.bled_ah.copy(),
                         excess_ah=excess,
+                        soc_std=float(np.median(std)),
                     )
                     remaining = np.zeros(count)
             elif plan is None and not certain:
                 worst = float(soc_std.max())
                 reason = f"SOC uncertainty {worst:.1%} above {self._max_std:.1%}: no plan"
                 return _nothing(count, reason, spread), memory
+            elif plan is None:
+                edge = "full" if self._alignment == "top" else "empty"
+                reason = (
+                    f"average SOC {average:.1%}: a plan is made within {self._window:.0%} of {edge}"
+                )
+                return _nothing(count, reason, spread), memory
         memory = replace(memory, plan=plan)
         if plan is not None:
             spread = plan.spread(view.bled_ah)
-        wanted = remaining > 0.0
-        if wanted.any():
+            # Top first: only cells within the band of the largest remaining budget bleed.
+            level = remaining / plan.capacity_ah
+            wanted = (remaining > 0.0) & (level >= level.max() - self._band)
+        else:
+            wanted = np.zeros(count, dtype=np.bool_)
+        if remaining.any():
             word = "new plan" if planned_now else "plan"
             total = float(remaining.sum())
-            reason = f"{word}: {total:.3f} Ah left to bleed on {int(wanted.sum())} cells"
+            reason = (
+                f"{word}: {total:.3f} Ah left to bleed on {int((remaining > 0).sum())} cells, "
+                f"{int(wanted.sum())} at the top"
+            )
         elif plan is not None and not math.isnan(spread) and spread >= self._start:
-            reason = "plan done; re-checked at the estimator's next anchor"
+            reason = "budget bled; re-planned from the estimate at the next check"
         else:
-            reason = f"balanced within {self._start:.1%}"
+            reason = f"balanced within {self._start:.1%} (or within the estimate's noise)"
         decision = Decision(
             wanted=np.asarray(wanted, dtype=np.bool_),
             priority=remaining,
-            needed=bool(wanted.any()),
+            needed=bool(remaining.any()),
             spread=spread,
             remaining_ah=remaining,
             reason=reason,
@@ -336,4 +404,5 @@ __all__ = [
     "VoltageThreshold",
     "excess_ah",
     "make_strategy",
+    "reference_index",
 ]

@@ -275,6 +275,8 @@ class Controller:
             snapshot.cell_voltage_valid,
             snapshot.cell_temp_c,
             current_is_zero,
+            # Bleed currents bypass the pack current sensor; the estimator adds them per cell.
+            None if self.balancer is None else self.balancer.bleed_current_a(snapshot),
         )
 
     def _answer(

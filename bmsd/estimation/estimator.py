@@ -147,6 +147,9 @@ class Estimator:
         self._slr_slope: FloatArray = np.zeros(n)
         self._slr_residual_var: FloatArray = np.zeros(n)
         self._last_current_a: float | None = None  # cell-group current of the last step
+        # Charge bled per cell group by balancing (never seen by the pack current sensor).
+        self._bled_ah: FloatArray = np.zeros(n)
+        self._bleed_a: FloatArray = np.zeros(n)
         self._last_voltage_v: FloatArray = np.full(n, np.nan)
         self._rest_s = 0.0
         self._full_timer_s: FloatArray = np.zeros(n)
@@ -311,6 +314,7 @@ class Estimator:
         cell_voltage_valid: NDArray[np.bool_],
         cell_temp_c: NDArray[np.float64],
         current_is_zero: bool,
+        cell_bleed_a: NDArray[np.float64] | None = None,
     ) -> Estimates:
         """Advance the estimate to ``now_s`` (monotonic s) with one tick of measurements.
 
@@ -318,9 +322,17 @@ class Estimator:
         invalid: the estimate is held and its uncertainty grows. ``current_is_zero`` means the
         contactors are open, so the true current is zero and the reading is pure offset.
         Invalid cells (``cell_voltage_valid`` False or NaN voltage) get no voltage update.
+        ``cell_bleed_a`` is the balancing bleed current per cell group (A, ≥ 0) that flowed
+        since the last step: it leaves the cell without passing the pack current sensor, so it
+        is added to that cell's own prediction (and its charge counter for the capacity fit).
         """
         cfg = self.config
         n = self.cell_count
+        if cell_bleed_a is None:
+            self._bleed_a = np.zeros(n)
+        else:
+            bleed = np.asarray(cell_bleed_a, dtype=np.float64).reshape(n)
+            self._bleed_a = np.where(np.isfinite(bleed), np.maximum(bleed, 0.0), 0.0)
         temp = self._clean_temp(cell_temp_c)
         voltage = np.asarray(cell_voltage_v, dtype=np.float64).reshape(n)
         valid = np.asarray(cell_voltage_valid, dtype=np.bool_).reshape(n) & np.isfinite(voltage)
@@ -410,9 +422,11 @@ class Estimator:
         k = self._k
         o = self._i_offset
         capacity = self.capacity.capacity_ah
-        eta = self.efficiency if current_a > 0.0 else 1.0
+        # Each cell's own current: the pack's minus its bleed (balancing resistors).
+        cell_a = current_a - self._bleed_a
+        eta = np.where(cell_a > 0.0, self.efficiency, 1.0)
         ds_da = eta * dt_s / (SECONDS_PER_HOUR * capacity)  # d soc / d current, per cell
-        ds = ds_da * current_a
+        ds = ds_da * cell_a
         x = self._x
         # F = diag(f) plus one column g (the offset's effect on soc and the RC voltages).
         f = np.ones((k, self.cell_count))
@@ -424,7 +438,7 @@ class Estimator:
         resistances = (self._r1, self._r2)[: self.rc_count]
         for j, (tau, r) in enumerate(zip(taus, resistances, strict=True), start=1):
             decay = np.exp(-dt_s / tau)
-            x[j] = decay * x[j] + r * (1.0 - decay) * current_a
+            x[j] = decay * x[j] + r * (1.0 - decay) * cell_a
             f[j] = decay
             g[j] = -r * (1.0 - decay)
             q[j] = _RC_NOISE_V2_PER_S * dt_s
@@ -476,7 +490,8 @@ class Estimator:
         h[1 : 1 + self.rc_count] = 1.0
         h[self._i_bias] = 1.0
         h[self._i_offset] = -self._r0
-        predicted = y_mean + self._r0 * current_a + x[1 : 1 + self.rc_count].sum(axis=0)
+        cell_a = current_a - self._bleed_a
+        predicted = y_mean + self._r0 * cell_a + x[1 : 1 + self.rc_count].sum(axis=0)
         predicted = predicted + x[self._i_bias]
         innovation = np.where(valid, voltage - predicted, 0.0)
         # Covariance matching (adaptive R): when the residuals stay larger than the filter
@@ -522,6 +537,7 @@ class Estimator:
         eta = self.efficiency if current_a > 0.0 else 1.0
         charge_ah = current_a * dt_s / SECONDS_PER_HOUR
         self.net_ah += eta * charge_ah
+        self._bled_ah = self._bled_ah + self._bleed_a * dt_s / SECONDS_PER_HOUR
         self.moved_ah += abs(charge_ah)
         pack_ah = charge_ah * self.strings
         if valid.any():
@@ -610,7 +626,7 @@ class Estimator:
             self._scalar_soc_update(full, np.ones(self.cell_count), std)
             self._full_done |= full
             self.capacity.add_anchor(
-                full, np.ones(self.cell_count), std, self.net_ah, self.moved_ah, now_s,
+                full, np.ones(self.cell_count), std, self._cell_net_ah, self.moved_ah, now_s,
                 offset_drift, cfg.current_gain_error,
             )  # fmt: skip
             self._mark("full", now_s)
@@ -630,7 +646,7 @@ class Estimator:
             self._scalar_soc_update(empty, value, std)
             self._empty_done |= empty
             self.capacity.add_anchor(
-                empty, value, std, self.net_ah, self.moved_ah, now_s, offset_drift,
+                empty, value, std, self._cell_net_ah, self.moved_ah, now_s, offset_drift,
                 cfg.current_gain_error,
             )  # fmt: skip
             self._mark("empty", now_s)
@@ -667,11 +683,16 @@ class Estimator:
             ocv_error_v = min(self.model_error_v, DEFAULT_MODEL_ERROR_V)
             std = np.sqrt(ocv_error_v**2 + cfg.voltage_noise_v**2) / np.maximum(slope, 1e-3)
             self.capacity.add_anchor(
-                relaxed, value, std, self.net_ah, self.moved_ah, now_s, offset_drift,
+                relaxed, value, std, self._cell_net_ah, self.moved_ah, now_s, offset_drift,
                 cfg.current_gain_error,
             )  # fmt: skip
             self._ocv_taken |= relaxed
             self._mark("ocv", now_s)
+
+    @property
+    def _cell_net_ah(self) -> FloatArray:
+        """Net charge counter per cell group: the pack's minus what balancing bled from it."""
+        return np.asarray(self.net_ah - self._bled_ah, dtype=np.float64)
 
     def _mark(self, event: str, now_s: float) -> None:
         self.anchored = event

@@ -124,7 +124,7 @@ class CapacityLearner:
         mask: BoolArray,
         soc: FloatArray,
         soc_std: FloatArray,
-        net_ah: float,
+        net_ah: float | FloatArray,
         moved_ah: float,
         time_s: float,
         offset_drift_a_per_sqrt_h: float,
@@ -133,7 +133,8 @@ class CapacityLearner:
         """Register anchors for the cells in ``mask``; return which of them gave a sample.
 
         ``net_ah`` is the cell group's running net charge counter (efficiency applied, learned
-        offset removed), ``moved_ah`` the running sum of |charge|, both at the anchor time.
+        offset removed, balancing bleed subtracted; one value per cell or one for all),
+        ``moved_ah`` the running sum of |charge|, both at the anchor time.
         ``offset_drift_a_per_sqrt_h`` is the random-walk drift of the offset of one cell group's
         current: the part a constant offset term cannot follow (its integral over ``t`` hours
         has a variance of ``drift²·t³/3``).

@@ -44,6 +44,7 @@ def test_bleeding_converges_the_commanded_cells(tmp_path: Path) -> None:
     assert lost[bled] - common == pytest.approx(sim_bled[bled], abs=2e-4)
     # The cells the plan picked first include the injected high cells (module 0 cell 3: +5 %).
     assert sim_bled[3] > 0.0
-    # Board heat: a module with bleeding cells is warmer than ambient.
-    assert float(np.max(loop.pack.board_temp_c)) > config.sim.ambient_temp_c + 1.0
+    # Board heat: a module with bleeding cells is warmer than ambient (the top-first band
+    # bleeds only the fullest cells, a few per board, so the rise is small after a minute).
+    assert float(np.max(loop.pack.board_temp_c)) > config.sim.ambient_temp_c + 0.1
     assert bled_by_master == sorted(bled_by_master)

@@ -203,3 +203,20 @@ def test_counters_survive_a_restart_and_damage_is_refused(tmp_path: Path) -> Non
     path.write_text("{ torn", encoding="utf-8")
     fresh = Balancer(config, TOPOLOGY, 1.0)
     assert fresh.load(path) != "" and fresh.bled_ah.tolist() == [0.0] * 8
+
+
+def test_bleed_current_for_the_estimator_follows_fresh_feedback_or_the_command() -> None:
+    pack, balancer = Pack(), Balancer(CONFIG, TOPOLOGY, 1.0)
+    step(balancer, pack.feed(0.0, feedback=[False] * 8))
+    reported = [True, False, False, True, False, False, False, True]
+    snapshot = pack.feed(1.0, feedback=reported)
+    # What the slaves report bleeding, at the configured bleed current.
+    assert balancer.bleed_current_a(snapshot).tolist() == [0.1 if f else 0.0 for f in reported]
+    # A silent module's feedback is stale: its cells count as not bleeding.
+    stale = pack.feed(3.5, feedback=reported, silent=(1,))
+    assert balancer.bleed_current_a(stale).tolist() == [0.1, 0, 0, 0.1, 0, 0, 0, 0]
+    # Without feedback in the protocol, the last command counts.
+    blind, blind_pack = Balancer(CONFIG, TOPOLOGY, 1.0, feedback_available=False), Pack()
+    step(blind, blind_pack.feed(0.0))
+    current = blind.bleed_current_a(blind_pack.feed(1.0, feedback=reported))
+    assert current.tolist() == [0.1 if f else 0.0 for f in EXPECTED]

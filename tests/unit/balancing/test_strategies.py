@@ -111,17 +111,28 @@ def test_excess_quantile_reference_is_never_negative() -> None:
     assert excess_ah(soc, capacity, "bottom", 0.75).tolist() == pytest.approx([0, 0, 10, 20, 30])
 
 
+# The plan's edges without the deadband and the top-first band (each tested on its own below).
+PLAIN = dataclasses.replace(
+    CONFIG, soc_deadband_sigma=0.0, soc_top_first_band=0.5, soc_plan_window=1.0
+)
+
+
 def soc_view(
-    soc: list[float], *, std: float = 0.01, bled: list[float] | None = None, anchor: float = 5.0
+    soc: list[float],
+    *,
+    std: float | list[float] = 0.01,
+    bled: list[float] | None = None,
+    now: float = 100.0,
 ) -> CellView:
     count = len(soc)
     return view(
         [3.30] * count,
+        now_s=now,
         soc=np.array(soc),
-        soc_std=np.full(count, std),
+        soc_std=np.broadcast_to(np.asarray(std, dtype=np.float64), (count,)).copy(),
         capacity_ah=np.full(count, 100.0),
         bled_ah=np.zeros(count) if bled is None else np.array(bled),
-        anchored_at_s=anchor,
+        anchored_at_s=5.0,
     )
 
 
@@ -141,7 +152,7 @@ def soc_view(
 def test_soc_plan_thresholds(
     soc: list[float], std: float, planned: bool, targets_ah: list[float] | None
 ) -> None:
-    decision, memory = SocBased(CONFIG).decide(soc_view(soc, std=std), Memory())
+    decision, memory = SocBased(PLAIN).decide(soc_view(soc, std=std), Memory())
     if not planned:
         assert memory.plan is None and not decision.wanted.any()
         return
@@ -151,43 +162,111 @@ def test_soc_plan_thresholds(
     assert decision.remaining_ah.tolist() == pytest.approx(targets_ah)
 
 
-def test_soc_plan_counts_bled_charge_and_waits_for_a_new_anchor() -> None:
-    strategy = SocBased(CONFIG)
+@pytest.mark.parametrize(
+    ("sigma", "std", "target_ah"),
+    [
+        # σ of the difference = √(σ_cell² + σ_ref²); 1σ of it stays unbled when above 0.2 %.
+        (1.0, [0.003, 0.004], 3.0 - 0.5),  # √(0.3² + 0.4²) = 0.5 %
+        (2.0, [0.003, 0.004], 3.0 - 1.0),
+        (0.0, [0.003, 0.004], 3.0 - 0.2),  # no deadband: the stop spread
+        # Below the stop spread, the stop spread rules: 1σ = √2·0.1 % = 0.141 % < 0.2 %.
+        (1.0, [0.001, 0.001], 3.0 - 0.2),
+        # An excess within the noise bleeds nothing: 3 % − 3σ (3.54 %) is below zero.
+        (3.0, [0.00833, 0.00833], 0.0),
+    ],
+)
+def test_soc_deadband_keeps_the_noise_unbled(
+    sigma: float, std: list[float], target_ah: float
+) -> None:
+    config = dataclasses.replace(PLAIN, soc_deadband_sigma=sigma)
+    _, memory = SocBased(config).decide(soc_view([0.50, 0.53], std=std), Memory())
+    assert memory.plan is not None
+    assert memory.plan.target_ah.tolist() == pytest.approx([0.0, target_ah], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("band", "bleeding"),
+    [
+        # Budgets 2.8, 2.3, 1.8, 0 Ah of 100 Ah: within 0.5 % of the largest.
+        (0.005, [False, True, True, False]),
+        (0.0049, [False, True, False, False]),
+        (0.5, [False, True, True, False]),
+        (0.01, [False, True, True, False]),
+    ],
+)
+def test_soc_top_first_band(band: float, bleeding: list[bool]) -> None:
+    config = dataclasses.replace(PLAIN, soc_top_first_band=band)
+    decision, memory = SocBased(config).decide(soc_view([0.50, 0.53, 0.525, 0.52]), Memory())
+    assert decision.remaining_ah.tolist() == pytest.approx([0.0, 2.8, 2.3, 1.8])
+    assert decision.wanted.tolist()[:2] == bleeding[:2]
+    # The third cell (2.3 Ah) is 0.5 % below the top: in the band at 0.5 %, not at 0.49 %.
+    assert bool(decision.wanted[2]) is (band >= 0.005)
+    assert bool(decision.wanted[3]) is (band >= 0.01)
+    assert decision.needed
+    # As the top cell is bled down to the next, both bleed.
+    narrow = dataclasses.replace(PLAIN, soc_top_first_band=0.001)
+    decision, _ = SocBased(narrow).decide(
+        soc_view([0.50, 0.53, 0.525, 0.52], bled=[0.0, 0.5, 0.0, 0.0]), memory
+    )
+    assert decision.wanted.tolist() == [False, True, True, False]
+
+
+def test_soc_budget_is_kept_for_the_interval_then_re_planned() -> None:
+    strategy = SocBased(PLAIN)
+    interval = PLAIN.soc_plan_interval_s
     _, memory = strategy.decide(soc_view([0.50, 0.53]), Memory())
     assert memory.plan is not None
-    # The estimator does not see the bleed: same SOC, 1.8 of the 2.8 Ah bled.
-    decision, memory = strategy.decide(soc_view([0.50, 0.53], bled=[0.0, 1.8]), memory)
+    # Within the interval the budget is counted down by the Ah bled, whatever the estimate
+    # says now (noise is sampled once per plan).
+    decision, memory = strategy.decide(
+        soc_view([0.50, 0.54], bled=[0.0, 1.8], now=100.0 + interval - 1.0), memory
+    )
     assert decision.remaining_ah.tolist() == pytest.approx([0.0, 1.0])
     assert decision.wanted.tolist() == [False, True]
     # The published imbalance falls with the Ah bled: 3 Ah − 1.8 Ah of 100 Ah.
     assert decision.spread == pytest.approx(0.012)
-    # All bled: done, and not re-planned from the same (outdated) estimate.
-    decision, memory = strategy.decide(soc_view([0.50, 0.53], bled=[0.0, 2.8]), memory)
+    # All bled before the interval: done, and it waits.
+    decision, memory = strategy.decide(
+        soc_view([0.50, 0.53], bled=[0.0, 2.8], now=100.0 + interval - 1.0), memory
+    )
     assert not decision.wanted.any() and not decision.needed
-    assert "balanced" in decision.reason and decision.spread == pytest.approx(0.002)
-    # A new anchor whose estimate still shows an imbalance makes a new plan on top.
-    decision, memory = strategy.decide(soc_view([0.50, 0.52], bled=[0.0, 2.8], anchor=99.0), memory)
-    assert memory.plan is not None and memory.plan.anchored_at_s == 99.0
+    assert decision.spread == pytest.approx(0.002)
+    # At the interval, a new budget from the estimate (which counts the bleed itself).
+    decision, memory = strategy.decide(
+        soc_view([0.50, 0.52], bled=[0.0, 2.8], now=100.0 + interval), memory
+    )
+    assert memory.plan is not None and memory.plan.made_at_s == 100.0 + interval
     assert decision.remaining_ah.tolist() == pytest.approx([0.0, 1.8])
 
 
-def test_a_new_anchor_replaces_a_plan_in_progress() -> None:
-    strategy = SocBased(CONFIG)
+def test_soc_budget_in_progress_replaced_at_the_interval() -> None:
+    strategy = SocBased(PLAIN)
+    interval = PLAIN.soc_plan_interval_s
     _, memory = strategy.decide(soc_view([0.50, 0.53]), Memory())
-    # Mid-plan, the anchored estimate (which includes the 1 Ah bled) shows 1.5 % left.
-    decision, memory = strategy.decide(soc_view([0.50, 0.515], bled=[0.0, 1.0], anchor=7.0), memory)
+    # Mid-plan, the estimate (which includes the 1 Ah bled) shows 1.5 % left.
+    decision, memory = strategy.decide(
+        soc_view([0.50, 0.515], bled=[0.0, 1.0], now=100.0 + interval), memory
+    )
     assert decision.remaining_ah.tolist() == pytest.approx([0.0, 1.3])
     # Below the start spread but above the stop spread, a plan in progress keeps going ...
-    decision, memory = strategy.decide(soc_view([0.50, 0.504], bled=[0.0, 1.0], anchor=8.0), memory)
+    decision, memory = strategy.decide(
+        soc_view([0.50, 0.504], bled=[0.0, 1.0], now=100.0 + 2 * interval), memory
+    )
     assert decision.remaining_ah.tolist() == pytest.approx([0.0, 0.2])
-    # ... and at the stop spread it ends.
-    decision, memory = strategy.decide(soc_view([0.50, 0.502], bled=[0.0, 1.3], anchor=9.0), memory)
+    # ... and at the stop spread it ends; an uncertain estimate keeps the old budget.
+    decision, memory = strategy.decide(
+        soc_view([0.50, 0.502], bled=[0.0, 1.1], std=0.05, now=100.0 + 3 * interval), memory
+    )
+    assert decision.remaining_ah.tolist() == pytest.approx([0.0, 0.1])
+    decision, memory = strategy.decide(
+        soc_view([0.50, 0.502], bled=[0.0, 1.1], now=100.0 + 3 * interval), memory
+    )
     assert not decision.wanted.any() and memory.plan is not None
-    assert memory.plan.anchored_at_s == 9.0
+    assert "balanced" in decision.reason
 
 
 def test_soc_plan_survives_a_missing_estimate() -> None:
-    strategy = SocBased(CONFIG)
+    strategy = SocBased(PLAIN)
     _, memory = strategy.decide(soc_view([0.50, 0.53]), Memory())
     no_estimate = view([3.3, 3.3], bled_ah=np.array([0.0, 0.5]))
     decision, _ = strategy.decide(no_estimate, memory)
@@ -208,3 +287,51 @@ def test_none_and_factory() -> None:
         config = dataclasses.replace(CONFIG, strategy=name)  # type: ignore[arg-type]
         assert isinstance(make_strategy(config), kind)
     assert math.isnan(NoBalancing().decide(view([3.3]), Memory())[0].spread)
+
+
+@pytest.mark.parametrize(("std_now", "replanned"), [(0.0099, True), (0.0100, False)])
+def test_soc_budget_replaced_early_by_an_estimate_twice_as_certain(
+    std_now: float, replanned: bool
+) -> None:
+    strategy = SocBased(dataclasses.replace(CONFIG, soc_plan_window=1.0, soc_deadband_sigma=1.0))
+    _, memory = strategy.decide(soc_view([0.50, 0.55], std=0.02), Memory())
+    assert memory.plan is not None
+    # 5 % − 1σ of the difference (√2·2 % = 2.83 %): 2.17 Ah.
+    assert memory.plan.target_ah[1] == pytest.approx(5.0 - 100 * math.sqrt(2) * 0.02)
+    decision, memory = strategy.decide(soc_view([0.50, 0.55], std=std_now, now=200.0), memory)
+    assert memory.plan is not None and (memory.plan.made_at_s == 200.0) is replanned
+    expected = 5.0 - 100 * math.sqrt(2) * (std_now if replanned else 0.02)
+    assert decision.remaining_ah[1] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("alignment", "soc", "planned"),
+    [
+        # Top: average SOC 86.5 % is within 15 % of full, 84.5 % is not.
+        ("top", [0.85, 0.88], True),
+        ("top", [0.83, 0.86], False),
+        # Bottom: within 15 % of empty.
+        ("bottom", [0.10, 0.13], True),
+        ("bottom", [0.15, 0.18], False),
+    ],
+)
+def test_soc_plans_only_near_the_aligned_end(
+    alignment: str, soc: list[float], planned: bool
+) -> None:
+    config = dataclasses.replace(CONFIG, soc_alignment=alignment)
+    decision, memory = SocBased(config).decide(soc_view(soc, std=0.001), Memory())
+    assert (memory.plan is not None) is planned
+    assert bool(decision.wanted.any()) is planned
+    if not planned:
+        assert "a plan is made within 15%" in decision.reason
+
+
+def test_room_uncertainty_includes_the_capacity_lever() -> None:
+    strategy = SocBased(CONFIG)
+    base = soc_view([0.5, 0.9], std=0.003)
+    # (1 − SOC)·σQ/Q: 0.5·2 Ah / 100 Ah = 1 % at 50 %, 0.1·2/100 = 0.2 % at 90 %.
+    with_capacity = dataclasses.replace(base, capacity_std_ah=np.full(2, 2.0))
+    assert strategy.charge_std(with_capacity).tolist() == pytest.approx(
+        [math.hypot(0.003, 0.01), math.hypot(0.003, 0.002)]
+    )
+    assert strategy.charge_std(base).tolist() == pytest.approx([0.003, 0.003])

@@ -192,3 +192,48 @@ def test_counters_accumulate_charge_energy_and_cycles() -> None:
     assert est.discharge_energy_wh == pytest.approx(50.0 * 7.4, rel=1e-3)
     assert est.equivalent_full_cycles == pytest.approx(0.5, rel=1e-3)
     assert est.charge_throughput_ah == 0.0
+
+
+@pytest.mark.parametrize("told", [True, False])
+def test_balancing_bleed_enters_each_cells_prediction(told: bool) -> None:
+    """In LFP's plateau the voltage cannot see 1 Ah bled: only the bleed current tells."""
+    model = cell("lfp_280ah")
+    n = 4
+    sim = plant(model, n, 0.5)
+    estimator = Estimator(model, n, 1, EstimationConfig())
+    estimator.set_soc(sim.soc.copy(), 0.01)
+    bleed_a = np.array([1.0, 1.0, 0.0, 0.0])
+    rng = np.random.default_rng(3)
+    for k in range(360):  # 1 h at 10 s: 1 Ah from cells 0 and 1, pack current 0
+        sim.step(10.0, -bleed_a)
+        voltage = sim.terminal_voltage_v() + rng.normal(0.0, 0.001, n)
+        est = estimator.step(
+            10.0 * (k + 1),
+            0.0,
+            voltage,
+            np.ones(n, bool),
+            sim.temp_c.copy(),
+            False,
+            bleed_a if told else None,
+        )
+    true_gap = float(sim.soc[2] - sim.soc[0])
+    assert true_gap == pytest.approx(1.0 / model.info.capacity_ah, rel=0.05)
+    seen_gap = float(est.soc[2] - est.soc[0])
+    if told:
+        assert seen_gap == pytest.approx(true_gap, abs=0.1 * true_gap)
+    else:
+        assert seen_gap < 0.5 * true_gap  # what the plateau hides without the bleed current
+
+
+def test_bleed_current_that_is_negative_or_nan_is_ignored() -> None:
+    model = cell("nmc_100ah")
+    estimator = Estimator(model, 3, 1, EstimationConfig())
+    estimator.set_soc(0.5, 0.01)
+    voltage = np.full(3, float(model.ocv_v(np.array([0.5]), np.array([25.0]))[0]))
+    bleed = np.array([-5.0, math.nan, 0.0])
+    for k in range(61):
+        est = estimator.step(
+            60.0 * k, 0.0, voltage, np.ones(3, bool), np.full(3, 25.0), False, bleed
+        )
+    assert np.all(np.isfinite(est.soc))
+    assert np.ptp(est.soc) < 1e-6
