@@ -125,6 +125,7 @@ class Estimator:
         # Sensitivity of the state error to a slow model voltage error the bias state cannot
         # follow (Schmidt's consider analysis, reporting only: it widens soc_std, never the gain).
         self._sens: FloatArray = np.zeros((self._k, n))
+        self._slow_error_scale = 1.0
         self._temp_c: FloatArray = np.full(n, DEFAULT_TEMP_C)
         self.capacity = CapacityLearner(
             np.full(n, self.nominal_ah),
@@ -435,7 +436,14 @@ class Estimator:
         phi = math.exp(-dt_s / cfg.model_error_time_s)
         x[self._i_bias] *= phi
         f[self._i_bias] = phi
-        q[self._i_bias] = self.model_error_v**2 * (1.0 - phi * phi) * self._r_scale
+        # After rest_time_s at rest the RC and dynamic errors have decayed: what is left is the
+        # OCV table's error (as for a relaxed OCV anchor), so the bias variance relaxes towards
+        # that (within model_error_time_s/2) and the rest voltage pulls the SOC, not the bias.
+        error_v = self.model_error_v
+        if self._rest_s >= cfg.rest_time_s:
+            error_v = min(error_v, DEFAULT_MODEL_ERROR_V)
+        self._slow_error_scale = error_v / self.model_error_v
+        q[self._i_bias] = error_v**2 * (1.0 - phi * phi) * self._r_scale
         # SOC noise: a random walk, plus the current gain error that grows with the charge
         # moved (variance ∝ |Δsoc|: one full one-way swing gives σ = the relative error).
         # The capacity uncertainty is deliberately not added here: its error follows the net
@@ -509,9 +517,10 @@ class Estimator:
             wanted = np.abs(gain[0] * innovation)
             scale = np.where(wanted > rate_limit, rate_limit / np.maximum(wanted, 1e-30), 1.0)
             gain = gain * scale
-        # The slow error enters the voltage with coefficient 1: e ← (I − K·hᵀ)·e + K·b.
+        # The slow error enters the voltage with coefficient 1: e ← (I − K·hᵀ)·e + K·b (S is
+        # per model_error_v; a relaxed rest voltage carries only the OCV table's share of it).
         h_sens = np.einsum("in,in->n", h, self._sens)
-        self._sens = self._sens - gain * h_sens + gain
+        self._sens = self._sens - gain * h_sens + gain * self._slow_error_scale
         self._apply_gain(gain, ph, s, innovation)
 
     def _symmetrise(self) -> None:
