@@ -122,6 +122,10 @@ class Estimator:
         # handful of whole-array numpy calls (batched 4x4 matmuls are far slower).
         self._x: FloatArray = np.zeros((self._k, n))
         self._p: FloatArray = np.zeros((self._k, self._k, n))
+        # Sensitivity of the state error to a slow model voltage error the bias state cannot
+        # follow (Schmidt's consider analysis, reporting only: it widens soc_std, never the gain).
+        self._sens: FloatArray = np.zeros((self._k, n))
+        self._slow_error_scale = 1.0
         self._temp_c: FloatArray = np.full(n, DEFAULT_TEMP_C)
         self.capacity = CapacityLearner(
             np.full(n, self.nominal_ah),
@@ -199,6 +203,7 @@ class Estimator:
         self._x[self._i_offset] = offset_mean
         self._p = np.zeros((k, k, n))
         self._p[0, 0] = soc_std**2
+        self._sens = np.zeros((k, n))
         for j in range(1, 1 + self.rc_count):
             self._p[j, j] = (0.01 * self.model_error_v) ** 2
         self._p[self._i_bias, self._i_bias] = self.model_error_v**2
@@ -445,7 +450,14 @@ class Estimator:
         phi = math.exp(-dt_s / cfg.model_error_time_s)
         x[self._i_bias] *= phi
         f[self._i_bias] = phi
-        q[self._i_bias] = self.model_error_v**2 * (1.0 - phi * phi) * self._r_scale
+        # After rest_time_s at rest the RC and dynamic errors have decayed: what is left is the
+        # OCV table's error (as for a relaxed OCV anchor), so the bias variance relaxes towards
+        # that (within model_error_time_s/2) and the rest voltage pulls the SOC, not the bias.
+        error_v = self.model_error_v
+        if self._rest_s >= cfg.rest_time_s:
+            error_v = min(error_v, DEFAULT_MODEL_ERROR_V)
+        self._slow_error_scale = error_v / self.model_error_v
+        q[self._i_bias] = error_v**2 * (1.0 - phi * phi) * self._r_scale
         # SOC noise: a random walk, plus the current gain error that grows with the charge
         # moved (variance ∝ |Δsoc|: one full one-way swing gives σ = the relative error).
         # The capacity uncertainty is deliberately not added here: its error follows the net
@@ -457,6 +469,10 @@ class Estimator:
         ) * np.abs(ds)
         drift = cfg.current_offset_drift_c_rate_per_sqrt_h * self.nominal_c_a
         q[o] = drift**2 * dt_s / SECONDS_PER_HOUR
+        # The consider sensitivity follows the state; it fades with the slow error's
+        # correlation time (an older slow error is no longer the one in the present voltage).
+        fade = math.exp(-dt_s / cfg.model_error_slow_time_s)
+        self._sens = (f * self._sens + g * self._sens[o]) * fade
         p = self._p
         # A = F·P: row i is f_i·P[i] + g_i·P[o]; then F·P·Fᵀ likewise on the columns.
         a = f[:, None, :] * p + g[:, None, :] * p[o][None, :, :]
@@ -516,6 +532,10 @@ class Estimator:
             wanted = np.abs(gain[0] * innovation)
             scale = np.where(wanted > rate_limit, rate_limit / np.maximum(wanted, 1e-30), 1.0)
             gain = gain * scale
+        # The slow error enters the voltage with coefficient 1: e ← (I − K·hᵀ)·e + K·b (S is
+        # per model_error_v; a relaxed rest voltage carries only the OCV table's share of it).
+        h_sens = np.einsum("in,in->n", h, self._sens)
+        self._sens = self._sens - gain * h_sens + gain * self._slow_error_scale
         self._apply_gain(gain, ph, s, innovation)
 
     def _symmetrise(self) -> None:
@@ -523,14 +543,25 @@ class Estimator:
         idx = self._diag
         self._p[idx, idx] = np.maximum(self._p[idx, idx], 1e-14)
 
-    def _scalar_soc_update(self, mask: BoolArray, value: FloatArray, std: FloatArray) -> None:
-        """Kalman update of SOC alone with a direct SOC measurement (anchors)."""
+    def _scalar_soc_update(
+        self,
+        mask: BoolArray,
+        value: FloatArray,
+        std: FloatArray,
+        bias_sensitivity: FloatArray | float = 0.0,
+    ) -> None:
+        """Kalman update of SOC alone with a direct SOC measurement (anchors).
+
+        ``bias_sensitivity`` is d(value)/d(voltage error): 0 for the full anchor, 1/slope for
+        one read from a voltage through the model.
+        """
         if not mask.any():
             return
         ph = self._p[:, 0, :]
         s = self._p[0, 0] + std**2
         gain = np.where(mask, ph / s, 0.0)
         gain[self._i_offset] = 0.0
+        self._sens = self._sens - gain * self._sens[0] + gain * bias_sensitivity
         self._apply_gain(gain, ph, s, np.where(mask, value - self._x[0], 0.0))
 
     def _count(self, dt_s: float, current_a: float, voltage: FloatArray, valid: BoolArray) -> None:
@@ -643,7 +674,7 @@ class Estimator:
             value = cell.soc_from_ocv(ocv, temp)
             slope = np.maximum(np.abs(cell.docv_dsoc(value, temp)), 1e-3)
             std = np.maximum(cfg.anchor_soc_std, self.model_error_v / slope)
-            self._scalar_soc_update(empty, value, std)
+            self._scalar_soc_update(empty, value, std, 1.0 / slope)
             self._empty_done |= empty
             self.capacity.add_anchor(
                 empty, value, std, self._cell_net_ah, self.moved_ah, now_s, offset_drift,
@@ -704,13 +735,18 @@ class Estimator:
     def soc(self) -> FloatArray:
         return _readonly(self._x[0])
 
+    def _soc_variance(self) -> FloatArray:
+        """The filter's SOC variance plus the slow model error's share (consider analysis)."""
+        slow = self._sens[0] * self.model_error_v
+        return np.asarray(np.maximum(self._p[0, 0], 0.0) + slow * slow, dtype=np.float64)
+
     @property
     def soc_std(self) -> FloatArray:
-        return _readonly(np.sqrt(np.maximum(self._p[0, 0], 0.0)))
+        return _readonly(np.sqrt(self._soc_variance()))
 
     def _estimates(self, now_s: float) -> Estimates:
         soc = np.clip(self._x[0], 0.0, 1.0)
-        soc_std = np.sqrt(np.maximum(self._p[0, 0], 0.0))
+        soc_std = np.sqrt(self._soc_variance())
         capacity = self.capacity.capacity_ah
         target, target_std, window_ah = pack_window(soc, soc_std, capacity)
         p_soc, p_std = self.pack.update(
@@ -768,7 +804,8 @@ class Estimator:
             "strings": self.strings,
             "nominal_ah": self.nominal_ah,
             "soc": arr(self._x[0]),
-            "soc_std": arr(np.sqrt(self._p[0, 0]), 8),
+            # The reported σ (with the slow model error's share): restored as the filter's own.
+            "soc_std": arr(np.sqrt(self._soc_variance()), 8),
             "current_offset_a": float(self._offset_mean),
             "current_offset_std_a": float(np.sqrt(self._p[self._i_offset, self._i_offset, 0])),
             "capacity_ah": arr(cap.capacity_ah, 6),

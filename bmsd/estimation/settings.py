@@ -35,6 +35,13 @@ class EstimationConfig:
     model_error_time_s: float = doc(
         "Correlation time of the model voltage error (Gauss-Markov bias)", unit="s", default=300.0
     )
+    model_error_slow_time_s: float = doc(
+        "Correlation time of the slow part of the model voltage error (solid diffusion, OCV "
+        "table error) that the bias state cannot follow; it is not estimated, only added to the "
+        "reported SOC uncertainty (consider analysis)",
+        unit="s",
+        default=3600.0,
+    )
     soc_random_walk_per_sqrt_h: float = doc(
         "SOC process noise: random-walk standard deviation per square root of an hour",
         unit="1/√h",
@@ -213,6 +220,7 @@ class EstimationConfig:
         positive = (
             "voltage_noise_v",
             "model_error_time_s",
+            "model_error_slow_time_s",
             "initial_soc_std",
             "innovation_gate_sigma",
             "parameter_refresh_s",

@@ -237,3 +237,32 @@ def test_bleed_current_that_is_negative_or_nan_is_ignored() -> None:
         )
     assert np.all(np.isfinite(est.soc))
     assert np.ptp(est.soc) < 1e-6
+
+
+def _coverage_under_persistent_voltage_error(slow_time_s: float) -> float:
+    """Fraction of samples (after 10 min) whose SOC error lies within the reported 2σ, for an
+    NMC cell read through a voltage that is persistently off by the configured model error."""
+    model = cell("nmc_100ah")
+    config = EstimationConfig(model_error_slow_time_s=slow_time_s)
+    sim = plant(model, 1, 0.8)
+    estimator = Estimator(model, 1, 1, config)
+    estimator.set_soc(0.8, 0.01)
+    error_v = estimator.model_error_v  # the slow error the consider analysis assumes
+    rng = np.random.default_rng(5)
+    inside = []
+    for k, current in enumerate(pulses(model.info.capacity_ah, 7200)):
+        sim.step(1.0, current)
+        voltage = sim.terminal_voltage_v() + error_v + rng.normal(0.0, 0.001, 1)
+        est = estimator.step(float(k + 1), current, voltage, np.ones(1, bool), sim.temp_c, False)
+        if k >= 600:
+            inside.append(abs(float(est.soc[0] - sim.soc[0])) < 2.0 * float(est.soc_std[0]))
+    return float(np.mean(inside))
+
+
+def test_reported_uncertainty_covers_a_persistent_model_error() -> None:
+    # A slow model error (an OCV-table or diffusion error lasting hours) moves the SOC the
+    # filter's own covariance does not know about; the reported σ must still cover it.
+    assert _coverage_under_persistent_voltage_error(3600.0) >= 0.95
+    # The same filter without the consider term (the slow error forgotten within seconds)
+    # is over-confident: the check above can fail.
+    assert _coverage_under_persistent_voltage_error(1.0) < 0.8
