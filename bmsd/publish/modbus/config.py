@@ -102,8 +102,10 @@ class ModbusConfig:
         "Most CPU time the server thread may use, as a share of one core (averaged, with a "
         "burst of 0.1 s); beyond it the server stops reading from clients and refuses new "
         "connections until it is back within, so a flood cannot delay the control tick "
-        "(the thread shares the interpreter lock with the control loop)",
-        default=0.3,
+        "(the thread shares the interpreter lock with the control loop). The default leaves "
+        "a fifth of a core to the loop and the CAN receivers, which need about 15 %; a lower "
+        "share caps a fleet of busy pollers below what the server can serve",
+        default=0.8,
     )
     max_state_age_s: float = doc(
         "A read is answered with exception 04 (SLAVE DEVICE FAILURE) when the newest pack "
