@@ -294,20 +294,24 @@ that reads every model pays it once per tick, spread over its requests.
 process, as a real pack is hardware) against a bare pymodbus server with a static datastore in
 the same process: 1, 16 and 64 clients reading 125-register blocks of the SunSpec models as
 fast as they can, three rounds of each server alternating, then 64 clients paced at 1,000
-requests/s with the control tick's lateness. On a 2-core machine shared with other work (load
-average 5 to 6), medians of 3 rounds of 5 s:
+requests/s with the control tick's lateness. On the 2-core development machine, quiet (load
+average about 1; 24 Nov 2026, `.venv/bin/python bench/modbus_load.py`), medians of 3 rounds of
+5 s with the default `max_cpu_share` (0.8):
 
-| clients | bmsd CPU per read | bare pymodbus CPU per read | bmsd requests/s | bare requests/s |
-| --- | --- | --- | --- | --- |
-| 1 | 88 µs | 179 µs | 3,123 | 1,575 |
-| 16 | 55 µs | 178 µs | 6,343 | 2,286 |
-| 64 | 38 µs | 125 µs | 9,192 | 3,123 |
+| clients | bmsd CPU/read | bare CPU/read | bmsd requests/s | bare requests/s | ratio (worst) |
+| --- | --- | --- | --- | --- | --- |
+| 1 | 80 µs | 173 µs | 5,646 | 3,667 | 1.63 (1.53) |
+| 16 | 39 µs | 122 µs | 16,486 | 5,665 | 2.65 (2.49) |
+| 64 | 35 µs | 107 µs | 19,762 | 7,763 | 2.62 (2.47) |
 
-bmsd served 1.8, 3.0 and 2.9 times the requests/s of the bare server (the worst round 1.6, 2.6
-and 2.6 times). The CPU time per request is the server thread's own clock and moves little with
-the other load; requests/s and the tick's lateness move a lot (there, with no Modbus client at
-all, the tick's lateness p99 was 98 ms), so the paced target is to be read from a run on a
-quiet machine: `.venv/bin/python bench/modbus_load.py --seconds 10 --rounds 5`.
-With no client the daemon uses about 8 to 11 % of one core (control tick and ingest 6 to 8 %,
-CAN receiver 2 to 3 %), the share of the interpreter a bare server does not give up.
+The tick's lateness p99 during these saturating runs was 3.1 to 7.0 ms with no tick missed.
+Paced at 1,000 requests/s from 64 clients (the target case; a run with the earlier budget of
+0.3, which that rate, 17 % of a core, does not reach), three rounds: p99 lateness 3.93,
+3.79 and 4.36 ms (p50 under 1.1 ms), no tick missed, answers p99 12 to 14 ms; with no Modbus
+client at all the same machine gave a p99 of 3.3 to 4.1 ms. The CPU time per request is the
+server thread's own clock and moves little with other load; requests/s and the tick's lateness
+move a lot on a loaded machine. With the earlier default budget of 0.3 of a core the server
+was throttled to 0.35 and 0.17 of bare pymodbus at 16 and 64 clients, hence 0.8.
+With no client the daemon uses about 13 % of one core (control tick and ingest 8.5 %, CAN
+receiver 4.5 %), the share of the interpreter a bare server does not give up.
 """
