@@ -312,3 +312,51 @@ def test_garbage_in_chunks_over_the_buffer_is_closed_by_the_frame_timeout(
 def test_mbap_frames_are_built_as_asked(length: int) -> None:
     frame = mh.mbap(0x1234, b"\x04\x00\x00\x00\x01", 1, length=length)
     assert frame[:7] == bytes([0x12, 0x34, 0, 0, length >> 8, length & 0xFF, 1])
+
+
+def test_a_poller_is_served_while_flooders_keep_the_server_at_its_cpu_budget(
+    tmp_path: Path,
+) -> None:
+    """At its CPU budget the server holds each client's bytes for a moment; a held request is
+    then answered, never held again: a poller must not wait without end behind clients that
+    keep the server at its budget (a 10 s wait was seen before)."""
+    daemon = mh.DaemonProcess(
+        ROOT,
+        tmp_path / "state",
+        f"hostile-budget-{tmp_path.name}",
+        *_settings("modbus.max_cpu_share=0.02"),
+    )
+    try:
+        modbus_port, metrics_port = daemon.ports()
+        target = mh.target_of(load_config(ROOT / "etc" / "sim.toml", ()), "127.0.0.1", modbus_port)
+
+        async def flood(stop: asyncio.Event) -> None:
+            client = AsyncModbusTcpClient(target.host, port=target.port, timeout=30, retries=0)
+            await client.connect()
+            try:
+                while not stop.is_set():
+                    with contextlib.suppress(Exception):
+                        await client.read_holding_registers(40000, count=125, device_id=1)
+            finally:
+                client.close()
+
+        async def scenario() -> mh.GoodStats:
+            await mh.wait_ready(target)
+            good, stop = mh.GoodStats(), asyncio.Event()
+            reader = asyncio.ensure_future(
+                mh.good_client(target, stop, good, period_s=0.2, timeout_s=5.0)
+            )
+            await mh.until_served(good)
+            flooders = [asyncio.ensure_future(flood(stop)) for _ in range(8)]
+            await asyncio.sleep(15.0)
+            stop.set()
+            await asyncio.gather(reader, *flooders)
+            return good
+
+        good = asyncio.run(scenario())
+        metrics = mh.fetch_metrics(metrics_port)
+        assert mh.metric_value(metrics, "bmsd_modbus_throttled_seconds_total") > 1.0
+        assert good.failures == []
+        assert good.requests > 20
+    finally:
+        assert daemon.stop() == 0

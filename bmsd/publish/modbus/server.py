@@ -364,6 +364,9 @@ class _Handler(ServerRequestHandler):
             self.transport.pause_reading()  # type: ignore[attr-defined]
             self.loop.call_later(delay_s, self._resume, data)
             return
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
         if self.pending_since_s is None:
             # From the first byte: pymodbus drops a chunk over 264 bytes before callback_data
             # sees it, so a client sending only such chunks would never be "pending" there.
@@ -378,7 +381,10 @@ class _Handler(ServerRequestHandler):
         if self.is_closing or self.transport is None:
             return
         self.transport.resume_reading()  # type: ignore[attr-defined]
-        self.data_received(data)
+        # Held once is enough: held again, a client could wait behind the others without end
+        # while they keep the server at its budget (seen: a poller unanswered for 10 s). Each
+        # connection still gets at most one chunk through per pause, which bounds the CPU.
+        self._take(data)
 
     def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
         # As ServerRequestHandler.callback_data, but a frame that fails to decode is answered
