@@ -65,41 +65,24 @@ class ModbusCollector(Collector):
             "Modbus client connections open",
             value=float(self._server.connections),
         )
-        yield CounterMetricFamily(
-            "bmsd_modbus_connections_refused",
-            "Modbus connections closed at once because the connection limit was reached",
-            value=float(stats.connections_refused),
-        )
-        yield CounterMetricFamily(
-            "bmsd_modbus_connections_idle_closed",
-            "Modbus connections closed after the idle timeout",
-            value=float(stats.connections_idle_closed),
-        )
-        yield CounterMetricFamily(
-            "bmsd_modbus_connections_accepted",
-            "Modbus client connections accepted",
-            value=float(stats.connections_accepted),
-        )
-        yield CounterMetricFamily(
-            "bmsd_modbus_connections_evicted",
-            "Quiet Modbus connections closed to admit a new one at the connection limit",
-            value=float(stats.connections_evicted),
-        )
-        yield CounterMetricFamily(
-            "bmsd_modbus_connections_frame_timeout",
-            "Modbus connections closed because their bytes formed no request in time",
-            value=float(stats.connections_frame_timeout),
-        )
-        yield CounterMetricFamily(
-            "bmsd_modbus_connections_busy",
-            "Modbus connections refused while the server was over its CPU budget",
-            value=float(stats.connections_busy),
-        )
-        yield CounterMetricFamily(
-            "bmsd_modbus_connections_not_reading",
-            "Modbus connections closed because the client did not read its answers",
-            value=float(stats.connections_not_reading),
-        )
+        for suffix, help_text, value in (
+            ("refused", "closed at once because the connection limit was reached",
+             stats.connections_refused),
+            ("idle_closed", "closed after the idle timeout", stats.connections_idle_closed),
+            ("accepted", "accepted", stats.connections_accepted),
+            ("evicted", "closed (quiet ones) to admit a new one at the connection limit",
+             stats.connections_evicted),
+            ("frame_timeout", "closed because their bytes formed no request in time",
+             stats.connections_frame_timeout),
+            ("busy", "refused while the server was over its CPU budget", stats.connections_busy),
+            ("not_reading", "closed because the client did not read its answers",
+             stats.connections_not_reading),
+        ):  # fmt: skip
+            yield CounterMetricFamily(
+                f"bmsd_modbus_connections_{suffix}",
+                f"Modbus client connections {help_text}",
+                value=float(value),
+            )
         yield CounterMetricFamily(
             "bmsd_modbus_throttled_seconds",
             "Time the Modbus server held off reading to stay within its CPU budget",

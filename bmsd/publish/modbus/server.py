@@ -788,25 +788,12 @@ class ModbusServer:
         """pymodbus's hook: writes; reads are served by :meth:`read` before the datastore,
         but one that reached it would be served from the same images."""
         try:
-            return await self._serve(
-                function_code, start_address, address, count, registers, set_values
-            )
+            if set_values is not None and function_code in (6, 16):
+                return await self._write(address, cast(list[int], set_values))
+            words = self.read(function_code, address, count)
         except Exception:  # a bug here must not reach pymodbus's log (quieted): ours, and 04
             log.exception("modbus: serving FC %d at %d (%d) failed", function_code, address, count)
             return ExcCodes.DEVICE_FAILURE
-
-    async def _serve(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        if set_values is not None and function_code in (6, 16):
-            return await self._write(address, cast(list[int], set_values))
-        words = self.read(function_code, address, count)
         if isinstance(words, ExcCodes):
             return words
         offset = address - start_address
