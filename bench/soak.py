@@ -958,7 +958,7 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line (docs/reliability-soak.md is tested against it)."""
+    """The command line (docs/reliability.md is tested against it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--duration",

@@ -41,7 +41,7 @@ def test_short_soak_serves_every_client_and_keeps_the_pack_healthy(tmp_path: Pat
         initial_soc=0.6,  # mid-range: the charge is not cut by the full-pack taper
         # This machine is shared by several engineers' jobs: the daemon's process stalls for
         # up to a second here, which rightly trips the production fatal thresholds and ends the
-        # cycling (the 10-min run in docs/reliability-soak.md shows it). This test is about the
+        # cycling (the 10-min run in docs/reliability.md shows it). This test is about the
         # publishers under a cycling load: the stall-sensitive fatal thresholds ride through.
         overrides=soak.STALL_TOLERANT,
     )

@@ -235,7 +235,7 @@ needs root or `CAP_NET_BIND_SERVICE`).
   a wrong protocol id) close it too; so does a client that does not read its answers (64 KiB
   unread). The server thread uses at most `modbus.max_cpu_share` of a core; beyond it, it
   pauses reading and refuses new connections (a flood cannot starve the control loop). Every
-  case is counted in the metrics (`bmsd_modbus_connections_*`, docs/reliability-modbus.md).
+  case is counted in the metrics (`bmsd_modbus_connections_*`, docs/reliability.md).
 - When the port cannot be bound (in use, or the address not up yet at boot), bmsd logs an
   error and tries again every 5 s; the pack's protection runs on regardless.
 
