@@ -43,6 +43,7 @@ from bmsd.model.state import PackState
 from bmsd.model.topology import Location
 from bmsd.publish.inverter.link import InverterLink, LinkSettings
 from bmsd.publish.inverter.profile import load_profile
+from bmsd.publish.inverter.service import pack_info
 from bmsd.publish.inverter.values import PackInfo
 from bmsd.sim.closed_loop import ClosedLoop
 
@@ -134,15 +135,8 @@ def base_state() -> tuple[PackState, PackInfo]:
         ),
     )
     state = _scripted(ClosedLoop(config).run(3.0))
-    info = PackInfo(
-        modules_per_string=config.pack.modules_per_string,
-        strings=config.pack.strings,
-        cells_per_module=config.pack.cells_per_module,
-        temps_per_module=config.pack.temps_per_module,
-        nominal_capacity_ah=280.0,
-        nominal_voltage_v=204.8,
-        fault_quantities={k: v.quantity for k, v in config.protection.faults.items()},
-    )
+    # The simulated pack: 280 Ah LFP cells of 3.2 V nominal (etc/cells/lfp_280ah.toml).
+    info = pack_info(config, 280.0, 3.2)
     return state, info
 
 
