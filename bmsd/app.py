@@ -198,15 +198,9 @@ class Daemon:
                 log.info("restored SOC/SOH state from %s", self.estimates_path)
 
     def bus_error_level(self) -> int:
-        """Worst bus: 0 error-active, 1 error-passive, 2 bus-off or receiver dead."""
-        worst = 0
-        for bus in self.buses.values():
-            if not bus.is_open:
-                continue
-            if bus.receiver_failed() is not None:
-                return 2
-            worst = max(worst, bus.error_level())
-        return worst
+        """Worst bus: 0 error-active, 1 error-passive, 2 bus-off or receiver dead (a dead
+        receiver reads as bus-off in the bus's own level)."""
+        return max((bus.error_level() for bus in self.buses.values() if bus.is_open), default=0)
 
     def _register_bus_rates(self) -> None:
         """The worst bus's error-frame and unknown-frame rates, judged by the fault table."""
