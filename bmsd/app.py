@@ -49,6 +49,7 @@ from bmsd.sim.runner import build_simulated_inverter, build_simulated_pack, run_
 from bmsd.system.logs import LogSetup
 from bmsd.system.notify import ServiceNotifier
 from bmsd.system.reload import plan_reload
+from bmsd.system.statewriter import StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ class Daemon:
         )
         # Act first: the contactor command leaves before the (fsync-ing) persistence of the
         # same tick, so writing the latch never delays opening.
+        # Periodic snapshots (SOC/SOH, balancing) are written by a thread: their fsyncs wait
+        # for the disk, which must never delay a tick.
+        self.state_writer = StateWriter()
         self.loop.on_tick += [self._send_contactor_command, self._persist]
         self._register_bus_rates()
         self._balancing_hook()
@@ -226,7 +230,7 @@ class Daemon:
         estimator = self.controller.estimator
         ready = estimator is not None and self.controller.estimator_ready
         if ready and estimator is not None and estimator.save_due(state.time_s):
-            estimator.save(self.estimates_path)
+            self.state_writer.submit(estimator.state_job(self.estimates_path))
 
     def save_estimates(self) -> None:
         """Write the SOC/SOH state now (at shutdown)."""
@@ -297,7 +301,7 @@ class Daemon:
                 for frame in sender.frames(state.balancing, state.time_s):
                     bus.send(frame)
             if balancer.save_due(state.time_s):
-                self._save_balancing(path)
+                self.state_writer.submit(balancer.state_job(path))
 
         self.loop.on_tick.append(on_tick)
 
@@ -435,6 +439,8 @@ class Daemon:
             self.notifier.stopping()
             if self._reload_task is not None:
                 self._reload_task.cancel()
+            # Drain the writer first: the final saves below are newer and must land last.
+            await asyncio.to_thread(self.state_writer.close)
             self.save_estimates()
             sys.setswitchinterval(previous_switch_interval_s)
             if self.metrics is not None:

@@ -40,6 +40,7 @@ from bmsd.model.estimates import Estimates
 from bmsd.model.snapshot import PackSnapshot
 from bmsd.model.topology import Topology
 from bmsd.system.statefile import read_state, write_state
+from bmsd.system.statewriter import StateJob
 
 STATE_KIND = "balancing"
 STATE_VERSION = 1
@@ -351,6 +352,10 @@ class Balancer:
 
     def save(self, path: Path) -> None:
         write_state(path, STATE_KIND, STATE_VERSION, self.export_state())
+
+    def state_job(self, path: Path) -> StateJob:
+        """This tick's counters and plan, for the background writer (bmsd.system.statewriter)."""
+        return StateJob(path, STATE_KIND, STATE_VERSION, self.export_state(), "balancing state")
 
     def load(self, path: Path) -> str:
         """Restore from ``path``; the reason it was not used, or "" when it was."""

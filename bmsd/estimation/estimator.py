@@ -44,6 +44,7 @@ from bmsd.estimation.soh import CapacityLearner, ResistanceRls
 from bmsd.model.cell import CellModel
 from bmsd.model.estimates import Estimates
 from bmsd.system.statefile import read_state, write_state
+from bmsd.system.statewriter import StateJob
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -933,6 +934,10 @@ class Estimator:
     def save(self, path: Path) -> None:
         """Write the state atomically (bmsd.system.statefile); OSError is the caller's."""
         write_state(path, STATE_KIND, STATE_VERSION, self.export_state())
+
+    def state_job(self, path: Path) -> StateJob:
+        """This tick's state, for the background writer (bmsd.system.statewriter)."""
+        return StateJob(path, STATE_KIND, STATE_VERSION, self.export_state(), "SOC/SOH state")
 
     def save_due(self, now_s: float) -> bool:
         """True (and the timer restarted) when ``state_save_interval_s`` has passed."""
