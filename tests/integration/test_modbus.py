@@ -476,6 +476,53 @@ def test_connection_limit_idle_timeout_and_malformed_frames(tmp_path: Path) -> N
     asyncio.run(scenario())
 
 
+def _responses(sock: socket.socket, count: int) -> list[tuple[int, int, bytes]]:
+    """``count`` responses as (transaction id, function code, data after it)."""
+    found = []
+    for _ in range(count):
+        header = _recv_exactly(sock, 7)
+        tid, _protocol, length, _unit = struct.unpack(">HHHB", header)
+        body = _recv_exactly(sock, length - 1)
+        found.append((tid, body[0], body[1:]))
+    return found
+
+
+def test_pipelined_requests_are_all_answered_in_order(tmp_path: Path) -> None:
+    """A client may send requests without waiting for each answer (Modbus TCP transaction ids
+    pair them). Forty reads, a frame of another protocol, a write and a read of what it wrote,
+    all in one send of 533 bytes: every request is answered, in order, with its own
+    transaction id; the foreign frame is dropped and counted."""
+
+    async def scenario() -> None:
+        async with running_daemon(
+            tmp_path, "modbus.writes.enabled=true", "modbus.writes.allowed_clients=['127.0.0.1']"
+        ) as (daemon, _states):
+            port = _port(daemon)
+            reads = [_frame(100 + i, 4, struct.pack(">HH", 0, 2)) for i in range(40)]
+            foreign = struct.pack(">HHHBB", 150, 0x1234, 6, UNIT, 4) + struct.pack(">HH", 0, 2)
+            write = _frame(200, 6, struct.pack(">HH", 3, 4242))  # the EMS heartbeat register
+            read_back = _frame(201, 3, struct.pack(">HH", 3, 1))
+            last = _frame(202, 4, struct.pack(">HH", 0, 2))
+            burst = b"".join([*reads[:20], foreign, *reads[20:], write, read_back, last])
+
+            def exchange() -> list[tuple[int, int, bytes]]:
+                with _connect(port) as sock:
+                    sock.sendall(burst)
+                    return _responses(sock, 43)
+
+            answers = await asyncio.to_thread(exchange)
+            assert [tid for tid, _, _ in answers] == [*range(100, 140), 200, 201, 202]
+            assert all(function == 4 and data[0] == 4 for _, function, data in answers[:40])
+            assert answers[40][1:] == (6, struct.pack(">HH", 3, 4242))  # the write's echo
+            assert answers[41][1:] == (3, struct.pack(">BH", 2, 4242))  # it reads its write
+            assert answers[42][1] == 4
+            assert daemon.modbus is not None
+            assert daemon.modbus.stats.frames_dropped == 1
+            assert daemon.modbus.heartbeat.value == 4242
+
+    asyncio.run(scenario())
+
+
 def test_stale_state_is_a_device_failure(tmp_path: Path) -> None:
     """A state older than max_state_age_s is not served: exception 04, then fresh again."""
 

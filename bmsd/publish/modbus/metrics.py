@@ -9,7 +9,7 @@ request costs a counter increment and nothing else.
 - ``bmsd_modbus_connections_refused_total``, ``bmsd_modbus_connections_idle_closed_total``
 - ``bmsd_modbus_connections_accepted_total``, ``bmsd_modbus_connections_evicted_total``,
   ``bmsd_modbus_connections_frame_timeout_total``, ``bmsd_modbus_connections_busy_total``,
-  ``bmsd_modbus_connections_not_reading_total``
+  ``bmsd_modbus_connections_not_reading_total``, ``bmsd_modbus_frames_dropped_total``
 - ``bmsd_modbus_throttled_seconds_total``: time reading was held off by the CPU budget
 - ``bmsd_modbus_writes_total{result}``: writes accepted or refused
 """
@@ -83,6 +83,12 @@ class ModbusCollector(Collector):
                 f"Modbus client connections {help_text}",
                 value=float(value),
             )
+        yield CounterMetricFamily(
+            "bmsd_modbus_frames_dropped",
+            "Modbus TCP frames dropped unanswered: protocol id not 0, or bytes no frame can "
+            "start with (a length field outside 2..254)",
+            value=float(stats.frames_dropped),
+        )
         yield CounterMetricFamily(
             "bmsd_modbus_throttled_seconds",
             "Time the Modbus server held off reading to stay within its CPU budget",

@@ -24,7 +24,11 @@ requests are replaced by subclasses that decode any count and check it when serv
 function codes bmsd serves (03, 04, 06, 16) are decoded; every other one is ILLEGAL FUNCTION.
 The request handler is subclassed to know the client's address (for write permission and the
 audit log), to enforce the connection limit and the idle timeout, and to count requests and
-errors for the metrics.
+errors for the metrics. It also frames its connection's bytes itself: a client may pipeline
+requests (several sent before the first answer), and each is answered, in order, with its own
+transaction id (pymodbus served one frame per received chunk and dropped chunks over 264
+bytes). A frame whose protocol id is not 0 is dropped unanswered, as are bytes whose length
+field no Modbus frame can have; both are counted.
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.pdu.decoders import DecodePDU
 from pymodbus.pdu.register_message import (
@@ -61,7 +64,6 @@ from pymodbus.pdu.register_message import (
 from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
-from pymodbus.transaction import TransactionManager
 
 from bmsd.config import Config
 from bmsd.control.controller import Command
@@ -99,6 +101,16 @@ MAX_READ_COUNT = 125  # Modbus application protocol, FC 03/04
 MAX_WRITE_COUNT = 123  # FC 16
 
 NEW_CONNECTION_GRACE_S = 1.0
+# MBAP length field: unit id + PDU (at most 253 bytes), so an ADU is at most 260 bytes.
+MIN_MBAP_LENGTH = 2
+MAX_MBAP_LENGTH = 254
+MBAP_HEADER = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
+# Requests one connection gets served in a row before the others (and the CPU budget) have a
+# turn: a client may pipeline requests, and a 64 KiB chunk holds thousands of them.
+FRAMES_PER_TURN = 16
+# Bytes a connection may have waiting behind a request being served (a write waits for a
+# tick); beyond this, reading from it stops until they are served.
+MAX_WAITING_BYTES = 4096
 MAX_UNREAD_BYTES = 64 * 1024  # answers a client has not read (beyond the kernel's buffers)
 SEND_BUFFER_BYTES = 64 * 1024  # the kernel's send buffer of a client connection
 
@@ -129,6 +141,7 @@ class ModbusStats:
     connections_frame_timeout: int = 0  # closed: bytes that formed no request in time
     connections_busy: int = 0  # refused while the server was over its CPU budget
     connections_not_reading: int = 0  # closed: answers piled up unread
+    frames_dropped: int = 0  # frames with a protocol id other than Modbus's, or unframeable bytes
     writes_accepted: int = 0
     writes_refused: int = 0
     encodings: int = 0  # register images built (one per new state that was read)
@@ -225,6 +238,9 @@ class _Handler(ServerRequestHandler):
         self.served_s: float | None = None
         self.pending_since_s: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._buffer = b""  # received bytes not served yet
+        self._in_flight: asyncio.Task[None] | None = None  # a request awaiting the daemon
+        self._turn: asyncio.TimerHandle | None = None  # the next turn, when one is scheduled
 
     def callback_connected(self) -> None:
         super().callback_connected()
@@ -308,6 +324,10 @@ class _Handler(ServerRequestHandler):
 
     def close(self, reconnect: bool = False) -> None:
         self._cancel_timer()
+        if self._turn is not None:
+            self._turn.cancel()
+            self._turn = None
+        self._buffer = b""
         super().close(reconnect)
 
     def _cancel_timer(self) -> None:
@@ -341,7 +361,7 @@ class _Handler(ServerRequestHandler):
             log.info(
                 "modbus: closing %s, %d byte(s) formed no request in %.1f s",
                 _peer_text(self.peer),
-                len(self.recv_buffer),
+                len(self._buffer),
                 now - (self.pending_since_s or now),
             )
             self.close()
@@ -356,100 +376,148 @@ class _Handler(ServerRequestHandler):
         else:
             self._arm_timer()
 
-    def data_received(self, data: bytes) -> None:
-        # Over the CPU budget: hold these bytes and stop reading this client until the
-        # budget allows (the kernel buffers the rest, and TCP slows the client down).
-        delay_s = self.owner.bmsd.over_budget(self.loop.time())
-        if delay_s > 0 and self.transport is not None:
-            self.transport.pause_reading()  # type: ignore[attr-defined]
-            self.loop.call_later(delay_s, self._resume, data)
-            return
-        self._take(data)
+    # The request path. pymodbus's own (ModbusProtocol.data_received, then callback_data and
+    # handle_later) serves one frame per received chunk: the second of two pipelined requests
+    # waited for the client's next bytes, a chunk over 264 bytes was dropped whole, and a
+    # request answered after an await took the transaction id of whatever was decoded
+    # meanwhile. Here each connection frames its own bytes and serves them in order: reads
+    # at once from the register images, anything else (writes) in a task, with the requests
+    # behind it waiting until it is answered.
 
-    def _take(self, data: bytes) -> None:
-        if self.pending_since_s is None:
-            # From the first byte: pymodbus drops a chunk over 264 bytes before callback_data
-            # sees it, so a client sending only such chunks would never be "pending" there.
+    def data_received(self, data: bytes) -> None:
+        if self.is_closing:
+            return
+        if not self._buffer and self.pending_since_s is None:
+            # From the first byte of a request: the frame timeout closes a connection whose
+            # bytes never form one (a trickle, garbage).
             now = self.loop.time()
             self.pending_since_s = now
             frame_deadline = now + self.owner.bmsd.config.frame_timeout_s
             if self._timer is None or self._timer.when() > frame_deadline:
                 self._arm_timer()
-        super().data_received(data)
-
-    def _resume(self, data: bytes) -> None:
-        if self.is_closing or self.transport is None:
+        self._buffer += data
+        if self._turn is not None:
+            self._flow_control()
+            return  # a turn is scheduled: these bytes are served then
+        # Over the CPU budget: serve this later and stop reading this client until then (the
+        # kernel buffers the rest, and TCP slows the client down).
+        delay_s = self.owner.bmsd.over_budget(self.loop.time())
+        if delay_s > 0:
+            self._schedule_turn(delay_s)
             return
-        self.transport.resume_reading()  # type: ignore[attr-defined]
+        self._serve_turn()
+
+    def _schedule_turn(self, delay_s: float) -> None:
+        self._turn = self.loop.call_later(delay_s, self._take_turn)
+        self._flow_control()
+
+    def _take_turn(self) -> None:
         # Held once is enough: held again, a client could wait behind the others without end
         # while they keep the server at its budget (seen: a poller unanswered for 10 s). Each
-        # connection still gets at most one chunk through per pause, which bounds the CPU.
-        self._take(data)
+        # connection still gets at most one turn per hold, which bounds the CPU.
+        self._turn = None
+        self._serve_turn()
 
-    def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
-        # As ServerRequestHandler.callback_data, but a frame that fails to decode is answered
-        # with its own function code | 0x80 (pymodbus answers function 0x80, which a client
-        # cannot match to its request).
-        try:
-            used: int = TransactionManager.callback_data(self, data, addr)
-        except ModbusIOException as exc:
-            function = data[7] & 0x7F if len(data) > 7 else 0
-            response = ExceptionResponse(
-                function,
-                exception_code=ExcCodes.ILLEGAL_FUNCTION,
-                device_id=exc.dev_id,
-                transaction=exc.transaction_id,
-            )
-            self.server_send(response, addr)
-            used = len(data)
+    def _serve_turn(self) -> None:
+        """Serve up to FRAMES_PER_TURN complete requests from the buffer, in order."""
+        served = 0
+        while self._in_flight is None and not self.is_closing:
+            if served >= FRAMES_PER_TURN:
+                # More are waiting: the loop (other connections) and the budget go first.
+                self._schedule_turn(max(self.owner.bmsd.over_budget(self.loop.time()), 0.0))
+                return
+            frame = self._next_frame()
+            if frame is None:
+                break
+            served += 1
+            self._serve_frame(*frame)
+        self._flow_control()
+
+    def _flow_control(self) -> None:
+        transport = self.transport
+        if transport is None or self.is_closing or transport.is_closing():
+            return
+        if self._turn is not None or len(self._buffer) > MAX_WAITING_BYTES:
+            transport.pause_reading()  # type: ignore[attr-defined]
         else:
-            if self.last_pdu:
-                self.served_s = self.loop.time()
-                self.loop.call_soon(self.handle_later)
-        if used >= len(data):  # else the rest of a frame is still to come (or never will)
-            self.pending_since_s = None
-        return used
+            transport.resume_reading()  # type: ignore[attr-defined]
 
-    def handle_later(self) -> None:
-        # pymodbus runs every request as a task made through run_coroutine_threadsafe (a
-        # concurrent future chained to it), a fifth of the cost of a read: a read for this
-        # unit is answered here at once from the register images; the rest goes on as usual.
-        pdu = self.last_pdu
+    def _next_frame(self) -> tuple[int, int, bytes] | None:
+        """The next complete Modbus TCP request (transaction id, unit id, PDU), or None."""
+        buffer = self._buffer
+        while len(buffer) >= MBAP_HEADER.size:
+            transaction, protocol, length, unit = MBAP_HEADER.unpack_from(buffer)
+            if not MIN_MBAP_LENGTH <= length <= MAX_MBAP_LENGTH:
+                # No Modbus request starts here, and nothing says where the next one does:
+                # drop what is there. The frame timeout still runs (only a request stops it).
+                self.owner.bmsd.stats.frames_dropped += 1
+                self._buffer = b""
+                return None
+            end = 6 + length
+            if len(buffer) < end:
+                break  # the rest is still to come
+            pdu = buffer[MBAP_HEADER.size : end]
+            buffer = buffer[end:]
+            if protocol != 0:  # framed, but not Modbus: discarded, unanswered
+                self.owner.bmsd.stats.frames_dropped += 1
+                continue
+            self._buffer = buffer
+            return transaction, unit, pdu
+        self._buffer = buffer
+        return None
+
+    def _serve_frame(self, transaction: int, unit: int, data: bytes) -> None:
+        now = self.loop.time()
+        self.served_s = now
+        # What is left is the start of the next request: its frame timeout starts now.
+        self.pending_since_s = now if self._buffer else None
         bmsd = self.owner.bmsd
-        if isinstance(pdu, _CountChecked) and pdu.dev_id == bmsd.config.unit_id:
-            bmsd.stats.requests[pdu.function_code] += 1
-            self.server_send(bmsd.read_response(pdu), None)
+        pdu = self.framer.decoder.decode(data)
+        if pdu is None or isinstance(pdu, ExceptionResponse):
+            # Undecodable, or a function code above 0x80 (pymodbus decodes those as exception
+            # *responses*): answered with the request's own function code | 0x80.
+            function = data[0] & 0x7F
+            bmsd.stats.requests[function] += 1
+            self._answer(ExceptionResponse(function, ExcCodes.ILLEGAL_FUNCTION), transaction, unit)
             return
-        super().handle_later()  # type: ignore[no-untyped-call]
-
-    async def handle_request(self) -> None:
-        pdu = self.last_pdu
-        if pdu is None:
-            return
-        self.owner.bmsd.stats.requests[pdu.function_code] += 1
-        if isinstance(pdu, ExceptionResponse) or pdu.function_code not in FUNCTION_NAMES:
-            # pymodbus decodes a function code above 0x80 as an exception *response*; as a
-            # request it is an unsupported function.
-            response = ExceptionResponse(pdu.function_code & 0x7F, ExcCodes.ILLEGAL_FUNCTION)
-            response.transaction_id = pdu.transaction_id
-            response.dev_id = pdu.dev_id
-            self.server_send(response, None)
-            return
-        if pdu.dev_id != self.owner.bmsd.config.unit_id:
+        pdu.transaction_id = transaction
+        pdu.dev_id = unit
+        bmsd.stats.requests[pdu.function_code] += 1
+        if unit != bmsd.config.unit_id:
             # Another unit behind a gateway that is not there: "gateway target failed".
             response = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
-            response.transaction_id = pdu.transaction_id
-            response.dev_id = pdu.dev_id
-            self.server_send(response, None)
-            return
+            self._answer(response, transaction, unit)
+        elif isinstance(pdu, _CountChecked):
+            self.server_send(bmsd.read_response(pdu), None)
+        else:
+            self._in_flight = self.loop.create_task(self._serve_later(pdu))
+
+    async def _serve_later(self, pdu: ModbusPDU) -> None:
+        """A request through the datastore (a write: it waits for the control loop)."""
         token = _CLIENT.set(self.peer)
         try:
-            await super().handle_request()  # type: ignore[no-untyped-call]
+            try:
+                response = await pdu.datastore_update(self.server.context, pdu.dev_id)
+            except Exception:  # an unexpected failure answers, it must not end the connection
+                log.exception("modbus: serving %s failed", type(pdu).__name__)
+                response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+            self._answer(response, pdu.transaction_id, pdu.dev_id)
         finally:
             _CLIENT.reset(token)
+            self._in_flight = None
+            if not self.is_closing and self._turn is None:
+                self.served_s = self.loop.time()  # served slowly is not quiet
+                self._serve_turn()  # the requests that waited behind this one
+
+    def _answer(self, response: ModbusPDU, transaction: int, unit: int) -> None:
+        response.transaction_id = transaction
+        response.dev_id = unit
+        self.server_send(response, None)
 
     def server_send(self, pdu: ModbusPDU | None, addr: Any) -> None:
         transport = self.transport
+        if transport is None or self.is_closing:
+            return  # closed while the request was served (a write waiting for a tick)
         if transport is not None and transport.get_write_buffer_size() > MAX_UNREAD_BYTES:  # type: ignore[attr-defined]
             # The client sends requests but does not read the answers: they would pile up in
             # this process's memory.
@@ -839,6 +907,7 @@ class ModbusServer:
             if request is None:  # the heartbeat: a value for the supervision, no request
                 first = self.heartbeat.last_change_s is None
                 self.heartbeat.write(value, self._clock(), client)
+                self._encoded = None  # the next read shows it, not the value of this state
                 # Not every beat: an EMS writes one every few seconds.
                 log.log(
                     logging.INFO if first else logging.DEBUG,
