@@ -18,6 +18,9 @@ frame budget:
 - ``slowloris``: many connections sending one byte of a valid request every few seconds
 - ``connect_storm``: hundreds of connects per second, half of them sending half a frame,
   half of them closed with a reset
+- ``pipelined``: bursts of 2..40 of the requests above (bad reads, unknown functions,
+  unpermitted writes, random PDUs) and wrong-protocol frames sent in one write: every request
+  must be answered, in order, with its own transaction id
 
 While they run, :func:`good_client` reads a block of input registers with the real pymodbus
 client and checks every answer. Everything random comes from one seed, printed by the callers,
@@ -52,7 +55,7 @@ SERVED_FUNCTIONS = (3, 4, 6, 16)
 # Share of the frame budget per kind (slowloris and connect_storm are paced, not budgeted,
 # except that a storm connection with half a frame counts as one frame).
 SHARES: dict[str, float] = {
-    "random_bytes": 0.25,
+    "random_bytes": 0.20,
     "random_pdu": 0.07,
     "truncated_mbap": 0.03,
     "bad_length": 0.16,
@@ -62,10 +65,14 @@ SHARES: dict[str, float] = {
     "unpermitted_write": 0.10,
     "no_read": 0.10,
     "connect_storm": 0.02,
+    "pipelined": 0.05,
 }
 KINDS = (*SHARES, "slowloris")
 
 REPLY_TIMEOUT_S = 3.0
+# Every pipelined request must be answered: a generous timeout, as for the good client (on a
+# loaded test machine the daemon's threads can wait seconds for a core).
+PIPELINE_REPLY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +150,14 @@ def mbap(tid: int, pdu: bytes, unit: int, *, protocol: int = 0, length: int | No
     return struct.pack(">HHHB", tid & 0xFFFF, protocol, size & 0xFFFF, unit) + pdu
 
 
-async def _read_reply(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """(function code, rest of the PDU) of one answer."""
+async def _read_reply(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
+    """(transaction id, function code, rest of the PDU) of one answer."""
     header = await reader.readexactly(7)
-    length = struct.unpack(">H", header[4:6])[0]
+    tid, length = struct.unpack(">H2xH", header[:6])
     if length < 2:
         raise ValueError(f"answer with MBAP length {length}")
     body = await reader.readexactly(length - 1)
-    return body[0], body[1:]
+    return tid, body[0], body[1:]
 
 
 def _expected_read_ok(function: int, address: int, count: int, target: Target) -> bool:
@@ -226,6 +233,7 @@ class Campaign:
             "wrong_protocol": lambda: self._fire("wrong_protocol", self._wrong_protocol),
             "no_read": lambda: self._fire("no_read", self._no_read, read=False),
             "truncated_mbap": self._truncated,
+            "pipelined": self._pipelined,
             "connect_storm": self._storm,
         }
         budgeted = [runners[kind]() for kind in self.quota]
@@ -290,7 +298,7 @@ class Campaign:
                         await writer.drain()
                         stats.frames += 1
                         stats.bytes += len(frame)
-                        function, rest = await asyncio.wait_for(
+                        _tid, function, rest = await asyncio.wait_for(
                             _read_reply(reader), REPLY_TIMEOUT_S
                         )
                     except TimeoutError:
@@ -394,6 +402,53 @@ class Campaign:
                 stats.writes_accepted += 1
 
         return check
+
+    async def _pipelined(self) -> None:
+        kind = "pipelined"
+        rng = self._rng(kind, 0)
+        stats = self.stats[kind]
+        makers = (self._bad_read, self._unknown_function, self._unpermitted_write, self._random_pdu)
+        started = time.monotonic()
+        reader, writer = await self._connect(kind)
+        try:
+            while not self._done(kind):
+                frames: list[bytes] = []
+                expected: list[tuple[int, Callable[[int, bytes], None]]] = []
+                for _ in range(rng.randint(2, 40)):
+                    if rng.random() < 0.05:  # dropped by the server, unanswered
+                        frames.append(self._wrong_protocol(rng))
+                        continue
+                    frame, check = rng.choice(makers)(rng)
+                    frames.append(frame)
+                    expected.append((struct.unpack(">H", frame[:2])[0], check))
+                burst = b"".join(frames)
+                try:
+                    writer.write(burst)
+                    await writer.drain()
+                    stats.frames += len(frames)
+                    stats.bytes += len(burst)
+                    for tid, check in expected:
+                        got, function, rest = await asyncio.wait_for(
+                            _read_reply(reader), PIPELINE_REPLY_TIMEOUT_S
+                        )
+                        stats.replies += 1
+                        if got != tid:  # out of order, or another request's answer
+                            stats.wrong_answers += 1
+                        if function & 0x80:
+                            stats.exceptions[rest[0] if rest else -1] += 1
+                        check(function, rest)
+                except TimeoutError:
+                    stats.no_reply += 1
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    stats.closed_by_server += 1
+                    stats.errors[type(exc).__name__] += 1
+                else:
+                    continue
+                await self._close(writer)
+                reader, writer = await self._connect(kind)
+        finally:
+            await self._close(writer)
+        stats.elapsed_s = time.monotonic() - started
 
     # -- fire-and-forget kinds: frames sent, answers read and dropped -----------------------
 

@@ -150,6 +150,11 @@ def test_hostile_clients_are_contained(tmp_path: Path) -> None:
                 campaign.stats, 0
             )
             assert campaign.stats["unknown_function"].exceptions.keys() == {1}
+            # Pipelined requests: every one answered, in order (wrong_answers above), none lost.
+            pipelined = campaign.stats["pipelined"]
+            print("pipelined errors", dict(pipelined.errors))
+            assert pipelined.replies > 100 and pipelined.no_reply == 0, pipelined
+            assert mh.metric_value(metrics, "bmsd_modbus_frames_dropped_total") > 0
             assert campaign.stats["bad_read"].exceptions.keys() <= {2, 3, 4}  # 04: state too old
             assert campaign.stats["unpermitted_write"].exceptions.keys() <= {1, 2}
 
