@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from bmsd.estimation.pack import PackSocTracker, pack_window
+from bmsd.estimation.rest_offset import RestOffsetSample, RestOffsetWindow
 from bmsd.estimation.settings import EstimationConfig
 from bmsd.estimation.soh import CapacityLearner, ResistanceRls
 from bmsd.model.cell import CellModel
@@ -184,6 +185,8 @@ class Estimator:
         self._pack_charge_ah = 0.0  # charge through one cell group since the last estimate
         self._pack_dt_s = 0.0
         self._pack_direction = 0
+        self._rest_window = RestOffsetWindow(n)
+        self.rest_offset_samples = 0  # windows whose offset was used (diagnostics, bench)
         self._reset_covariance(np.full(n, 0.5), np.full(n, 0.3))
 
     # --- set-up ----------------------------------------------------------------------------
@@ -390,6 +393,11 @@ class Estimator:
         self._resistance_step(dt_s, current_a, voltage, valid, temp)
         self._update(current_a, voltage, valid, temp, rate_limit)
         self._anchors(now_s, dt_s, current_a, voltage, valid, temp)
+        if cfg.rest_offset_learning:
+            window_open = (
+                resting and not current_is_zero and self._rest_s >= cfg.rest_offset_start_s
+            )
+            self._rest_offset_step(now_s, dt_s, window_open, measured_a, voltage, valid, temp)
         self._last_current_a = current_a
         self._last_voltage_v = np.where(valid, voltage, np.nan)
         return self._estimates(now_s)
@@ -404,6 +412,52 @@ class Estimator:
         ph = self._p[:, j, :]
         s = self._p[j, j] + r
         self._apply_gain(ph / s, ph, s, measured_a - self._x[j])
+
+    def _rest_offset_step(
+        self,
+        now_s: float,
+        dt_s: float,
+        window_open: bool,
+        measured_a: float,
+        voltage: FloatArray,
+        valid: BoolArray,
+        temp: FloatArray,
+    ) -> None:
+        """Collect a relaxed rest window; when it ends (or is long enough), learn from it."""
+        cfg = self.config
+        window = self._rest_window
+        if window_open:
+            # The model's RC voltages still decaying are relaxation, not charge: remove them.
+            rc_v = self._x[1 : 1 + self.rc_count].sum(axis=0)
+            window.add(now_s, dt_s, measured_a, self._bleed_a, voltage - rc_v, valid, temp)
+            if window.duration_s < cfg.rest_offset_max_window_s:
+                return
+        elif window.start_s is None:
+            return
+        sample = window.close(
+            min_duration_s=cfg.rest_offset_min_window_s,
+            drift_v_per_h=cfg.rest_offset_voltage_drift_v_per_h,
+            max_temp_change_c=cfg.rest_offset_max_temp_change_c,
+            max_offset_a=cfg.rest_offset_max_c_rate * self.nominal_c_a,
+            ocv_slope_v=self.cell.docv_dsoc(self._x[0], temp),
+            capacity_ah=self.capacity.capacity_ah,
+        )
+        if sample is not None:
+            self._learn_rest_offset(sample)
+
+    def _learn_rest_offset(self, sample: RestOffsetSample) -> None:
+        """Kalman update of the offset state alone with one rest window's offset.
+
+        Only the offset moves: the same rest voltages have already corrected the SOC through
+        the voltage update, so letting them move it again would count them twice.
+        """
+        j = self._i_offset
+        ph = self._p[:, j, :]
+        s = self._p[j, j] + sample.offset_std_a**2
+        gain = np.zeros_like(ph)
+        gain[j] = ph[j] / s
+        self._apply_gain(gain, ph, s, sample.offset_a - self._x[j])
+        self.rest_offset_samples += 1
 
     def _apply_gain(
         self, gain: FloatArray, ph: FloatArray, s: FloatArray, innovation: FloatArray
