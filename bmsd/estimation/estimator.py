@@ -113,6 +113,9 @@ class Estimator:
             if config.model_error_v is not None
             else info.model_error_v or DEFAULT_MODEL_ERROR_V
         )
+        # A relaxed rest voltage carries only the OCV table's error: the cell file's measured
+        # one (fit-cell, leave-one-out over its rests), else the default; never above the model's.
+        self.ocv_error_v = min(self.model_error_v, info.ocv_error_v or DEFAULT_MODEL_ERROR_V)
         self.rc_count = 2 if cell.has_second_rc else 1
         n = cell_count
         self._k = 3 + self.rc_count  # soc, rc..., bias, offset
@@ -509,7 +512,7 @@ class Estimator:
         # that (within model_error_time_s/2) and the rest voltage pulls the SOC, not the bias.
         error_v = self.model_error_v
         if self._rest_s >= cfg.rest_time_s:
-            error_v = min(error_v, DEFAULT_MODEL_ERROR_V)
+            error_v = self.ocv_error_v
         self._slow_error_scale = error_v / self.model_error_v
         q[self._i_bias] = error_v**2 * (1.0 - phi * phi) * self._r_scale
         # SOC noise: a random walk, plus the current gain error that grows with the charge
@@ -763,10 +766,8 @@ class Estimator:
         )
         if relaxed.any():
             # A relaxed OCV reading depends on the OCV table only, not on the dynamic model
-            # whose error the fit RMSE measures (43 mV for the LFP bench fit, at rests ~0):
-            # its voltage error is capped at the default model error.
-            ocv_error_v = min(self.model_error_v, DEFAULT_MODEL_ERROR_V)
-            std = np.sqrt(ocv_error_v**2 + cfg.voltage_noise_v**2) / np.maximum(slope, 1e-3)
+            # whose error the fit RMSE measures (43 mV for the LFP bench fit, at rests ~0).
+            std = np.sqrt(self.ocv_error_v**2 + cfg.voltage_noise_v**2) / np.maximum(slope, 1e-3)
             self.capacity.add_anchor(
                 relaxed, value, std, self._cell_net_ah, self.moved_ah, now_s, offset_drift,
                 cfg.current_gain_error,
