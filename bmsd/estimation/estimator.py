@@ -14,7 +14,9 @@ State of each cell group (one filter per cell, same equations for all)::
   ``model_error_time_s``), so a persistent OCV/resistance mismatch is not read as SOC;
 - i_offset: current-sensor offset, a *consider* state: its uncertainty enters the SOC
   uncertainty (which therefore grows linearly in time, as a real offset makes it), but only
-  measurements with the current known to be zero move its value.
+  measurements with the current known to be zero move its value, and long relaxed rests with
+  the contactors closed (the counted charge the relaxed voltage does not confirm, see
+  bmsd/estimation/rest_offset.py).
 
 Measurement: ``v = OCV(soc, T) + g·R0·(I − i_offset) + v_rc1 + v_rc2 + v_bias + noise``. The OCV
 is linearised by statistical linear regression over three sigma points in SOC (±√3·σ), not at
