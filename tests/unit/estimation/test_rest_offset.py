@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from bmsd.estimation import EstimationConfig, Estimator
-from bmsd.estimation.rest_offset import RestOffsetWindow, combine_cells, offset_from_rest
+from bmsd.estimation.rest_offset import (
+    RestOffsetSample,
+    RestOffsetWindow,
+    combine_cells,
+    offset_from_rest,
+)
 from bmsd.model.cell import CellModel
 from bmsd.sim.cells import SimCellArray
 
@@ -91,7 +96,9 @@ def fill(
         window.add(float(k), 1.0, measured_a, np.zeros(n), voltage, valid, temp)
 
 
-def close(window: RestOffsetWindow, *, max_offset_a: float = 1.0, min_s: float = 3600.0):  # type: ignore[no-untyped-def]
+def close(
+    window: RestOffsetWindow, *, max_offset_a: float = 1.0, min_s: float = 3600.0
+) -> RestOffsetSample | None:
     n = window.cell_count
     return window.close(
         min_duration_s=min_s,
