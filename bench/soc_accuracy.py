@@ -369,7 +369,7 @@ def soc_case(
     rng = np.random.default_rng(seed)
     current, voltage = measure(run, nominal_ah, rng)
     soc0 = float(np.clip(run.soc[0] + INITIAL_ERROR, 0.0, 1.0))
-    soc, std, _, per_step_ms = run_estimator(cell, run, current, voltage, soc0)
+    soc, std, estimator, per_step_ms = run_estimator(cell, run, current, voltage, soc0)
     cc_fitted = coulomb_counting(cell, run, current, voltage, soc0)
     cc_generic = coulomb_counting(cell, run, current, voltage, soc0, chem.chemistry)
     hours = run.time_s[-1] / 3600.0
@@ -381,8 +381,14 @@ def soc_case(
         rmse_cc = float(np.sqrt(np.mean((cc - run.soc)[late] ** 2)))
         print(
             f"    CC+OCV, {name:13s}  {metrics(run.time_s, run.soc, cc, None)}"
-            f"  ratio {rmse_cc / rmse_ekf:.1f}x"
+            f"  ratio {rmse_cc / rmse_ekf:.2f}x"
         )
+    offset_ma = estimator.export_state()["current_offset_a"] * 1000
+    print(
+        f"    current offset learned {offset_ma:+.2f} mA (true "
+        f"{OFFSET_C_RATE * nominal_ah * 1000:+.2f}) from {estimator.rest_offset_samples} rest "
+        f"windows; OCV table error from fit-cell {cell.info.ocv_error_v * 1000:.2f} mV"
+    )
     print(f"    estimator step {per_step_ms:.3f} ms (one cell, Python overhead dominated)")
     if dump is not None:
         dump.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,8 @@ def cmd_fit_cell(args: argparse.Namespace) -> int:
             f"Trace: {args.trace} ({len(trace)} rows, {result.rest_count} rests used for OCV).",
             f"Model: R0 + {args.rc} RC pair(s), time constants {taus}; "
             f"fit RMSE {result.rmse_v * 1000:.2f} mV, max {result.max_error_v * 1000:.1f} mV.",
+            f"OCV table error at rests (leave-one-out, robust σ) "
+            f"{result.ocv_error_v * 1000:.2f} mV.",
             f"Capacity {result.capacity_ah:.4f} Ah "
             + ("(given)." if args.capacity_ah else "(charge between the first and last rest)."),
             "Efficiency, self-discharge and [thermal] are ASSUMED placeholders; format:",
@@ -96,7 +98,8 @@ def cmd_fit_cell(args: argparse.Namespace) -> int:
     CellModel.load(args.output)
     print(
         f"fitted {args.output}: capacity {result.capacity_ah:.4f} Ah, tau {taus}, "
-        f"fit error RMSE {result.rmse_v * 1000:.2f} mV, max {result.max_error_v * 1000:.1f} mV"
+        f"fit error RMSE {result.rmse_v * 1000:.2f} mV, max {result.max_error_v * 1000:.1f} mV, "
+        f"OCV table error {result.ocv_error_v * 1000:.2f} mV"
     )
     return 0
 

@@ -14,7 +14,9 @@ State of each cell group (one filter per cell, same equations for all)::
   ``model_error_time_s``), so a persistent OCV/resistance mismatch is not read as SOC;
 - i_offset: current-sensor offset, a *consider* state: its uncertainty enters the SOC
   uncertainty (which therefore grows linearly in time, as a real offset makes it), but only
-  measurements with the current known to be zero move its value.
+  measurements with the current known to be zero move its value, and long relaxed rests with
+  the contactors closed (the counted charge the relaxed voltage does not confirm, see
+  bmsd/estimation/rest_offset.py).
 
 Measurement: ``v = OCV(soc, T) + g·R0·(I − i_offset) + v_rc1 + v_rc2 + v_bias + noise``. The OCV
 is linearised by statistical linear regression over three sigma points in SOC (±√3·σ), not at
@@ -39,6 +41,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from bmsd.estimation.pack import PackSocTracker, pack_window
+from bmsd.estimation.rest_offset import RestOffsetSample, RestOffsetWindow
 from bmsd.estimation.settings import EstimationConfig
 from bmsd.estimation.soh import CapacityLearner, ResistanceRls
 from bmsd.model.cell import CellModel
@@ -113,6 +116,9 @@ class Estimator:
             if config.model_error_v is not None
             else info.model_error_v or DEFAULT_MODEL_ERROR_V
         )
+        # A relaxed rest voltage carries only the OCV table's error: the cell file's measured
+        # one (fit-cell, leave-one-out over its rests), else the default; never above the model's.
+        self.ocv_error_v = min(self.model_error_v, info.ocv_error_v or DEFAULT_MODEL_ERROR_V)
         self.rc_count = 2 if cell.has_second_rc else 1
         n = cell_count
         self._k = 3 + self.rc_count  # soc, rc..., bias, offset
@@ -185,6 +191,8 @@ class Estimator:
         self._pack_charge_ah = 0.0  # charge through one cell group since the last estimate
         self._pack_dt_s = 0.0
         self._pack_direction = 0
+        self._rest_window = RestOffsetWindow(n)
+        self.rest_offset_samples = 0  # windows whose offset was used (diagnostics, bench)
         self._reset_covariance(np.full(n, 0.5), np.full(n, 0.3))
 
     # --- set-up ----------------------------------------------------------------------------
@@ -391,6 +399,11 @@ class Estimator:
         self._resistance_step(dt_s, current_a, voltage, valid, temp)
         self._update(current_a, voltage, valid, temp, rate_limit)
         self._anchors(now_s, dt_s, current_a, voltage, valid, temp)
+        if cfg.rest_offset_learning:
+            window_open = (
+                resting and not current_is_zero and self._rest_s >= cfg.rest_offset_start_s
+            )
+            self._rest_offset_step(now_s, dt_s, window_open, measured_a, voltage, valid, temp)
         self._last_current_a = current_a
         self._last_voltage_v = np.where(valid, voltage, np.nan)
         return self._estimates(now_s)
@@ -405,6 +418,52 @@ class Estimator:
         ph = self._p[:, j, :]
         s = self._p[j, j] + r
         self._apply_gain(ph / s, ph, s, measured_a - self._x[j])
+
+    def _rest_offset_step(
+        self,
+        now_s: float,
+        dt_s: float,
+        window_open: bool,
+        measured_a: float,
+        voltage: FloatArray,
+        valid: BoolArray,
+        temp: FloatArray,
+    ) -> None:
+        """Collect a relaxed rest window; when it ends (or is long enough), learn from it."""
+        cfg = self.config
+        window = self._rest_window
+        if window_open:
+            # The model's RC voltages still decaying are relaxation, not charge: remove them.
+            rc_v = self._x[1 : 1 + self.rc_count].sum(axis=0)
+            window.add(now_s, dt_s, measured_a, self._bleed_a, voltage - rc_v, valid, temp)
+            if window.duration_s < cfg.rest_offset_max_window_s:
+                return
+        elif window.start_s is None:
+            return
+        sample = window.close(
+            min_duration_s=cfg.rest_offset_min_window_s,
+            drift_v_per_h=cfg.rest_offset_voltage_drift_v_per_h,
+            max_temp_change_c=cfg.rest_offset_max_temp_change_c,
+            max_offset_a=cfg.rest_offset_max_c_rate * self.nominal_c_a,
+            ocv_slope_v=self.cell.docv_dsoc(self._x[0], temp),
+            capacity_ah=self.capacity.capacity_ah,
+        )
+        if sample is not None:
+            self._learn_rest_offset(sample)
+
+    def _learn_rest_offset(self, sample: RestOffsetSample) -> None:
+        """Kalman update of the offset state alone with one rest window's offset.
+
+        Only the offset moves: the same rest voltages have already corrected the SOC through
+        the voltage update, so letting them move it again would count them twice.
+        """
+        j = self._i_offset
+        ph = self._p[:, j, :]
+        s = self._p[j, j] + sample.offset_std_a**2
+        gain = np.zeros_like(ph)
+        gain[j] = ph[j] / s
+        self._apply_gain(gain, ph, s, sample.offset_a - self._x[j])
+        self.rest_offset_samples += 1
 
     def _apply_gain(
         self, gain: FloatArray, ph: FloatArray, s: FloatArray, innovation: FloatArray
@@ -456,7 +515,7 @@ class Estimator:
         # that (within model_error_time_s/2) and the rest voltage pulls the SOC, not the bias.
         error_v = self.model_error_v
         if self._rest_s >= cfg.rest_time_s:
-            error_v = min(error_v, DEFAULT_MODEL_ERROR_V)
+            error_v = self.ocv_error_v
         self._slow_error_scale = error_v / self.model_error_v
         q[self._i_bias] = error_v**2 * (1.0 - phi * phi) * self._r_scale
         # SOC noise: a random walk, plus the current gain error that grows with the charge
@@ -710,10 +769,8 @@ class Estimator:
         )
         if relaxed.any():
             # A relaxed OCV reading depends on the OCV table only, not on the dynamic model
-            # whose error the fit RMSE measures (43 mV for the LFP bench fit, at rests ~0):
-            # its voltage error is capped at the default model error.
-            ocv_error_v = min(self.model_error_v, DEFAULT_MODEL_ERROR_V)
-            std = np.sqrt(ocv_error_v**2 + cfg.voltage_noise_v**2) / np.maximum(slope, 1e-3)
+            # whose error the fit RMSE measures (43 mV for the LFP bench fit, at rests ~0).
+            std = np.sqrt(self.ocv_error_v**2 + cfg.voltage_noise_v**2) / np.maximum(slope, 1e-3)
             self.capacity.add_anchor(
                 relaxed, value, std, self._cell_net_ah, self.moved_ah, now_s, offset_drift,
                 cfg.current_gain_error,

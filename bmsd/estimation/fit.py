@@ -60,6 +60,38 @@ class FitResult:
     rest_count: int
     capacity_ah: float
     tau_s: tuple[float, ...]
+    ocv_error_v: float = 0.0
+
+
+def ocv_leave_one_out_v(
+    table_soc: FloatArray, table_v: FloatArray, rest_soc: FloatArray
+) -> FloatArray:
+    """Error of the OCV table at each interior rest, from the table without that rest (V).
+
+    Each rest is predicted by its neighbours (other rests, pseudo-OCV points); the ends are left
+    out (predicting them would be extrapolation).
+    """
+    errors = []
+    for soc in rest_soc:
+        index = int(np.argmin(np.abs(table_soc - soc)))
+        if index == 0 or index == table_soc.size - 1:
+            continue
+        others = np.arange(table_soc.size) != index
+        predicted = np.interp(soc, table_soc[others], table_v[others])
+        errors.append(predicted - table_v[index])
+    return np.asarray(errors, dtype=np.float64)
+
+
+def ocv_table_error_v(errors_v: FloatArray) -> float:
+    """Robust σ of the leave-one-out errors: 1.4826 × median |error| (0 with fewer than 3).
+
+    The median, not the RMS: at the steep ends a rest is poorly predicted by neighbours a few
+    % SOC away, but there a voltage error means little SOC; the typical error is what a relaxed
+    rest voltage is worth elsewhere.
+    """
+    if errors_v.size < 3:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(errors_v)))
 
 
 def _filtered(current_a: FloatArray, dt_s: FloatArray, taus_s: FloatArray) -> FloatArray:
@@ -302,6 +334,7 @@ def fit_cell(
         temp_c=(round(temp_c, 2),),
         voltage_v=(tuple(float(round(v, 5)) for v in ocv_v),),
     )
+    ocv_error_v = ocv_table_error_v(ocv_leave_one_out_v(table_soc, ocv_v, rest_soc))
     v_min = math.floor(float(np.min(trace.voltage_v)) * 100.0) / 100.0
     v_max = math.ceil(float(np.max(trace.voltage_v)) * 100.0) / 100.0
     nominal = float(np.interp(0.5, table_soc, ocv_v))
@@ -321,6 +354,7 @@ def fit_cell(
             "data are ASSUMED placeholders."
         ),
         model_error_v=round(rmse_v, 6),
+        ocv_error_v=round(ocv_error_v, 6),
     )
     thermal = ThermalParams(
         heat_capacity_j_per_k=round(ASSUMED_HEAT_CAPACITY_J_PER_K_PER_AH * capacity_ah, 3),
@@ -334,6 +368,7 @@ def fit_cell(
         rest_count=len(ends),
         capacity_ah=capacity_ah,
         tau_s=tuple(float(t) for t in taus),
+        ocv_error_v=ocv_error_v,
     )
 
 

@@ -155,6 +155,46 @@ class EstimationConfig:
         unit="C",
         default=0.02,
     )
+    rest_offset_learning: bool = doc(
+        "Also learn the current offset over long relaxed rests with the contactors closed: the "
+        "part of the counted charge the relaxed voltage does not confirm (a real standby load "
+        "moves the voltage too, so it is not taken for offset)",
+        default=True,
+    )
+    rest_offset_start_s: float = doc(
+        "A rest window for offset learning starts after this much rest (the cells have relaxed)",
+        unit="s",
+        default=1800.0,
+    )
+    rest_offset_min_window_s: float = doc(
+        "A rest window shorter than this when the rest ends gives no offset sample",
+        unit="s",
+        default=3600.0,
+    )
+    rest_offset_max_window_s: float = doc(
+        "A longer rest is cut into windows of this length, one offset sample each",
+        unit="s",
+        default=14400.0,
+    )
+    rest_offset_voltage_drift_v_per_h: float = doc(
+        "Voltage drift a relaxed cell may still show without any current (slow relaxation, "
+        "temperature), added to each window's slope uncertainty; it does not shrink with a "
+        "longer window, so a rest on a flat OCV (LFP plateau) teaches nearly nothing",
+        unit="V/h",
+        default=0.0003,
+    )
+    rest_offset_max_temp_change_c: float = doc(
+        "Cells whose temperature moved more than this during the window are left out (the OCV "
+        "moves with temperature)",
+        unit="°C",
+        default=2.0,
+    )
+    rest_offset_max_c_rate: float = doc(
+        "A rest window implying a larger offset (fraction of 1C) is dropped, not used: so large "
+        "a gap between counted and confirmed charge is not an offset",
+        unit="C",
+        default=0.01,
+    )
     # --- SOH: capacity -------------------------------------------------------------------
     capacity_relax_dvdt_v_per_s: float = doc(
         "A rest voltage counts as relaxed OCV when it changes slower than this "
@@ -231,6 +271,11 @@ class EstimationConfig:
             "anchor_soc_std",
             "offset_sample_std_c_rate",
             "max_offset_c_rate",
+            "rest_offset_min_window_s",
+            "rest_offset_max_window_s",
+            "rest_offset_voltage_drift_v_per_h",
+            "rest_offset_max_temp_change_c",
+            "rest_offset_max_c_rate",
             "capacity_relax_dvdt_v_per_s",
             "resistance_min_step_c_rate",
             "resistance_max_step_s",
@@ -251,6 +296,7 @@ class EstimationConfig:
             "empty_hold_s",
             "capacity_min_rest_s",
             "capacity_min_ocv_slope_v",
+            "rest_offset_start_s",
         )
         problems += must_not_be_negative(self, *non_negative)
         if self.voltage_noise_v > 0.5:
@@ -284,6 +330,12 @@ class EstimationConfig:
         for key in ("capacity_forgetting", "rls_forgetting"):
             if not 0.5 <= getattr(self, key) <= 1.0:
                 problems.append((key, "must be in [0.5, 1]"))
+        if self.rest_offset_min_window_s > self.rest_offset_max_window_s:
+            problems.append(
+                ("rest_offset_min_window_s", "must not exceed rest_offset_max_window_s")
+            )
+        if self.rest_offset_max_c_rate > self.max_offset_c_rate:
+            problems.append(("rest_offset_max_c_rate", "must not exceed max_offset_c_rate"))
         ce = self.coulombic_efficiency
         if ce is not None and not 0.5 < ce <= 1.0:
             problems.append(("coulombic_efficiency", "must be in (0.5, 1]"))

@@ -99,11 +99,18 @@ class CellInfo:
         unit="V",
         default=0.0,
     )
+    ocv_error_v: float = doc(
+        "RMS error of the OCV table at relaxed rests (written by bmsd fit-cell: leave-one-out "
+        "over the trace's rests); how far a relaxed rest voltage is trusted. 0 = not known.",
+        unit="V",
+        default=0.0,
+    )
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        if not 0.0 <= self.model_error_v <= 0.5:
-            problems.append(("model_error_v", "must be between 0 and 0.5 V (is it in mV?)"))
+        for key in ("model_error_v", "ocv_error_v"):
+            if not 0.0 <= getattr(self, key) <= 0.5:
+                problems.append((key, "must be between 0 and 0.5 V (is it in mV?)"))
         if self.capacity_ah <= 0.0:
             problems.append(("capacity_ah", "must be positive"))
         for key in ("min_voltage_v", "nominal_voltage_v", "max_voltage_v"):

@@ -11,7 +11,7 @@ import pytest
 
 from bmsd.errors import BmsdError, ConfigError
 from bmsd.estimation import EstimationConfig, Estimator, commands
-from bmsd.estimation.fit import fit_cell
+from bmsd.estimation.fit import fit_cell, ocv_leave_one_out_v, ocv_table_error_v
 from bmsd.estimation.trace import Trace, read_trace, write_trace
 from bmsd.model.cell import CellModel
 from bmsd.sim.cells import SimCellArray
@@ -85,6 +85,33 @@ def test_fit_recovers_r0_r1_tau_and_ocv(nmc: CellModel, trace: Trace) -> None:
     assert Estimator(fitted, 1, 1, EstimationConfig()).model_error_v == pytest.approx(
         result.rmse_v, abs=1e-6
     )
+    # So does the OCV table's own error at rests (leave-one-out), used for relaxed rests.
+    # Without a slow segment each rest is predicted across a 20 % gap: a conservative figure.
+    assert 0.0 < result.ocv_error_v < 0.025
+    assert result.cell_file.cell.ocv_error_v == pytest.approx(result.ocv_error_v, abs=1e-6)
+    estimator = Estimator(fitted, 1, 1, EstimationConfig())
+    assert estimator.ocv_error_v == pytest.approx(result.ocv_error_v, abs=1e-6)
+
+
+def test_leave_one_out_predicts_each_interior_rest_from_its_neighbours() -> None:
+    soc = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    voltage = np.array([3.0, 3.5, 3.7, 3.9, 4.2])
+    # 0.25 from 3.0 and 3.7: 3.35 (−0.15); 0.5 from 3.5 and 3.9: 3.7 (0); 0.75: 3.95 (+0.05).
+    errors = ocv_leave_one_out_v(soc, voltage, soc)
+    assert errors == pytest.approx([-0.15, 0.0, 0.05])
+
+
+@pytest.mark.parametrize(
+    ("errors_v", "sigma_v"),
+    [
+        ([], 0.0),
+        ([0.001, -0.002], 0.0),  # fewer than 3: not known
+        ([0.001, -0.002, 0.003], 1.4826 * 0.002),
+        ([0.001, -0.002, 0.003, 0.5], 1.4826 * 0.0025),  # a steep end does not dominate
+    ],
+)
+def test_ocv_table_error_is_a_robust_sigma(errors_v: list[float], sigma_v: float) -> None:
+    assert ocv_table_error_v(np.array(errors_v)) == pytest.approx(sigma_v)
 
 
 def test_fit_without_rests_is_a_clear_error() -> None:

@@ -41,6 +41,23 @@ def test_model_error_comes_from_the_cell_file_fit(
     assert estimator.model_error_v == pytest.approx(expected_v)
 
 
+@pytest.mark.parametrize(
+    ("file_model_v", "file_ocv_v", "expected_v"),
+    [
+        (0.043, 0.0, 0.010),  # not known: the default
+        (0.043, 0.003, 0.003),  # measured by fit-cell (leave-one-out)
+        (0.002, 0.003, 0.002),  # never looser than the model error
+        (0.0, 0.0, 0.010),
+    ],
+)
+def test_relaxed_rest_trusts_the_ocv_table_error(
+    file_model_v: float, file_ocv_v: float, expected_v: float
+) -> None:
+    info = dataclasses.replace(LFP.file.cell, model_error_v=file_model_v, ocv_error_v=file_ocv_v)
+    model = CellModel(dataclasses.replace(LFP.file, cell=info))
+    assert Estimator(model, 1, 1, EstimationConfig()).ocv_error_v == pytest.approx(expected_v)
+
+
 def ocv_with_error(model: CellModel, soc: float, current_a: float, error_v: float) -> np.ndarray:
     """A measured voltage: OCV + R0·I + a persistent model error (diffusion the ECM lacks)."""
     value = float(model.ocv_v(soc, 25.0)) + float(model.r0_ohm(soc, 25.0)) * current_a
