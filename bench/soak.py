@@ -67,6 +67,15 @@ from pymodbus.exceptions import ModbusException  # noqa: E402
 from bmsd.config import load_config  # noqa: E402
 
 SIM = ROOT / "etc" / "sim.toml"
+UNIT_FILE = ROOT / "systemd" / "bmsd.service"
+
+
+def unit_nice() -> int:
+    """The scheduling priority the systemd unit gives the daemon (its ``Nice=``), else 0."""
+    match = re.search(r"^Nice=(-?\d+)\s*$", UNIT_FILE.read_text(), re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
 UNIT = 1
 SUNSPEC_BASE = 40000
 SUNSPEC_MARKER = [0x5375, 0x6E53]  # "SunS"
@@ -520,6 +529,7 @@ class SoakOptions:
     discharge_a: float = 120.0
     initial_soc: float = 0.93  # mean cell SOC: the top of the charge tapers in the first hour
     use_prometheus: bool = True
+    nice: int = 0  # the daemon's nice value (the unit's by default, see main)
     overrides: tuple[str, ...] = ()  # more ``--set KEY=VALUE`` for the daemon, applied last
 
     @property
@@ -536,6 +546,7 @@ class SoakResult:
     duration_s: float = 0.0
     daemon_alive: bool = False
     daemon_exit_code: int | None = None
+    daemon_nice: int = 0  # as run (raising the priority needs root)
     samples: int = 0
     rss_start_mib: float | None = None
     rss_end_mib: float | None = None
@@ -622,8 +633,12 @@ class Soak:
         tag = f"soak-{os.getpid()}-{self.work.name}"
         self._log_path = self.work / "bmsd.log"
         self._log_file = self._log_path.open("w")
+        # As the unit runs it: with its Nice= (a negative value needs root; else nice 0).
+        nice = self.options.nice if self.options.nice >= 0 or os.geteuid() == 0 else 0
+        self.result.daemon_nice = nice
         return subprocess.Popen(
             [
+                *(("nice", "-n", str(nice)) if nice else ()),
                 sys.executable, "-m", "bmsd.cli", "run", "--config", str(SIM),
                 "--set", f"state.directory='{self.work / 'state'}'",
                 "--set", "metrics.port=0", "--set", "modbus.port=0",
@@ -904,7 +919,10 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
         f"warm-up {options.warmup / 60:.1f} min"
     )
     alive = "alive" if r.daemon_alive else "DEAD"
-    yield f"  daemon: {alive} at the end, exit code {r.daemon_exit_code} after SIGTERM"
+    yield (
+        f"  daemon: {alive} at the end, exit code {r.daemon_exit_code} after SIGTERM, "
+        f"nice {r.daemon_nice}"
+    )
     yield (
         f"  RSS: start {_f(r.rss_start_mib, '.1f')} MiB, end {_f(r.rss_end_mib, '.1f')} MiB, "
         f"max {_f(r.rss_max_mib, '.1f')} MiB"
@@ -992,6 +1010,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", type=Path, default=None, help="also write the figures as JSON here"
     )
     parser.add_argument(
+        "--nice",
+        type=int,
+        default=None,
+        help="the daemon's nice value (default: the systemd unit's Nice=; below 0 needs root)",
+    )
+    parser.add_argument(
         "--stall-tolerant",
         action="store_true",
         help="raise the stall-sensitive fatal thresholds (a loaded machine; see the docs)",
@@ -1015,6 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
     options = SoakOptions(
         duration_s=args.duration, sample_s=args.sample, report_s=args.report, warmup_s=args.warmup,
         scrape_s=args.scrape, cycle_s=args.cycle, use_prometheus=not args.no_prometheus,
+        nice=unit_nice() if args.nice is None else args.nice,
         overrides=(STALL_TOLERANT if args.stall_tolerant else ()) + tuple(args.set),
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bmsd-soak-") as temp:
