@@ -519,7 +519,8 @@ class Estimator:
         # OCV table's error (as for a relaxed OCV anchor), so the bias variance relaxes towards
         # that (within model_error_time_s/2) and the rest voltage pulls the SOC, not the bias.
         error_v = self.model_error_v
-        if self._rest_s >= cfg.rest_time_s:
+        relaxed = self._rest_s >= cfg.rest_time_s
+        if relaxed:
             error_v = self.ocv_error_v
         self._slow_error_scale = error_v / self.model_error_v
         q[self._i_bias] = error_v**2 * (1.0 - phi * phi) * self._r_scale
@@ -536,7 +537,9 @@ class Estimator:
         q[o] = drift**2 * dt_s / SECONDS_PER_HOUR
         # The consider sensitivity follows the state; it fades with the slow error's
         # correlation time (an older slow error is no longer the one in the present voltage).
-        fade = math.exp(-dt_s / cfg.model_error_slow_time_s)
+        # Not at a relaxed rest: what is left there is the OCV table's error at a standing SOC,
+        # the same after 9 h as after 1 h, so hours of rest voltages must not average it away.
+        fade = 1.0 if relaxed else math.exp(-dt_s / cfg.model_error_slow_time_s)
         self._sens = (f * self._sens + g * self._sens[o]) * fade
         # The capacity error does not fade: the SOC counted with a wrong Q stays wrong by
         # Δsoc·δQ/Q until a voltage or an anchor corrects it (the updates shrink it by K).

@@ -327,3 +327,18 @@ def test_capacity_share_of_sigma_resets_at_a_full_anchor() -> None:
     # of it goes), and the reported σ is back to the anchor's order.
     assert np.all(estimator.capacity_soc_std < 0.5 * before)
     assert np.all(est.soc_std < 2.0 * EstimationConfig().anchor_soc_std)
+
+
+@pytest.mark.parametrize("rest_h", [1, 3, 9])
+def test_rest_does_not_average_the_ocv_table_error_away(rest_h: int) -> None:
+    # A relaxed rest voltage is read through the OCV table, whose error at a standing SOC is
+    # the same after 9 h as after 1 h: the reported σ stays at the table error over the slope.
+    model = cell("nmc_100ah")
+    estimator = Estimator(model, 1, 1, EstimationConfig())
+    estimator.set_soc(0.5, 0.02)
+    voltage = np.full(1, float(model.ocv_v(0.5, 25.0)))
+    floor = estimator.ocv_error_v / float(model.docv_dsoc(0.5, 25.0))
+    for k in range(1, rest_h * 360 + 1):
+        est = estimator.step(k * 10.0, 0.0, voltage, np.ones(1, bool), np.full(1, 25.0), False)
+    assert float(est.soc_std[0]) >= 0.95 * floor
+    assert float(est.soc_std[0]) <= 1.5 * floor  # and no wider than that
