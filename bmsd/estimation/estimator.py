@@ -133,6 +133,10 @@ class Estimator:
         # follow (Schmidt's consider analysis, reporting only: it widens soc_std, never the gain).
         self._sens: FloatArray = np.zeros((self._k, n))
         self._slow_error_scale = 1.0
+        # Sensitivity of the state error to the capacity error, in units of the capacity
+        # learner's own σ at the time the charge was counted (consider analysis, reporting
+        # only): the SOC error between corrections is the counted SOC change × σ_Q/Q.
+        self._cap_sens: FloatArray = np.zeros((self._k, n))
         self._temp_c: FloatArray = np.full(n, DEFAULT_TEMP_C)
         self.capacity = CapacityLearner(
             np.full(n, self.nominal_ah),
@@ -213,6 +217,7 @@ class Estimator:
         self._p = np.zeros((k, k, n))
         self._p[0, 0] = soc_std**2
         self._sens = np.zeros((k, n))
+        self._cap_sens = np.zeros((k, n))
         for j in range(1, 1 + self.rc_count):
             self._p[j, j] = (0.01 * self.model_error_v) ** 2
         self._p[self._i_bias, self._i_bias] = self.model_error_v**2
@@ -514,7 +519,8 @@ class Estimator:
         # OCV table's error (as for a relaxed OCV anchor), so the bias variance relaxes towards
         # that (within model_error_time_s/2) and the rest voltage pulls the SOC, not the bias.
         error_v = self.model_error_v
-        if self._rest_s >= cfg.rest_time_s:
+        relaxed = self._rest_s >= cfg.rest_time_s
+        if relaxed:
             error_v = self.ocv_error_v
         self._slow_error_scale = error_v / self.model_error_v
         q[self._i_bias] = error_v**2 * (1.0 - phi * phi) * self._r_scale
@@ -531,8 +537,15 @@ class Estimator:
         q[o] = drift**2 * dt_s / SECONDS_PER_HOUR
         # The consider sensitivity follows the state; it fades with the slow error's
         # correlation time (an older slow error is no longer the one in the present voltage).
-        fade = math.exp(-dt_s / cfg.model_error_slow_time_s)
+        # Not at a relaxed rest: what is left there is the OCV table's error at a standing SOC,
+        # the same after 9 h as after 1 h, so hours of rest voltages must not average it away.
+        fade = 1.0 if relaxed else math.exp(-dt_s / cfg.model_error_slow_time_s)
         self._sens = (f * self._sens + g * self._sens[o]) * fade
+        # The capacity error does not fade: the SOC counted with a wrong Q stays wrong by
+        # Δsoc·δQ/Q until a voltage or an anchor corrects it (the updates shrink it by K).
+        relative_std = self.capacity.capacity_std_ah / capacity
+        self._cap_sens = f * self._cap_sens + g * self._cap_sens[o]
+        self._cap_sens[0] += ds * relative_std
         p = self._p
         # A = F·P: row i is f_i·P[i] + g_i·P[o]; then F·P·Fᵀ likewise on the columns.
         a = f[:, None, :] * p + g[:, None, :] * p[o][None, :, :]
@@ -596,6 +609,7 @@ class Estimator:
         # per model_error_v; a relaxed rest voltage carries only the OCV table's share of it).
         h_sens = np.einsum("in,in->n", h, self._sens)
         self._sens = self._sens - gain * h_sens + gain * self._slow_error_scale
+        self._cap_sens = self._cap_sens - gain * np.einsum("in,in->n", h, self._cap_sens)
         self._apply_gain(gain, ph, s, innovation)
 
     def _symmetrise(self) -> None:
@@ -622,6 +636,7 @@ class Estimator:
         gain = np.where(mask, ph / s, 0.0)
         gain[self._i_offset] = 0.0
         self._sens = self._sens - gain * self._sens[0] + gain * bias_sensitivity
+        self._cap_sens = self._cap_sens - gain * self._cap_sens[0]
         self._apply_gain(gain, ph, s, np.where(mask, value - self._x[0], 0.0))
 
     def _count(self, dt_s: float, current_a: float, voltage: FloatArray, valid: BoolArray) -> None:
@@ -794,9 +809,18 @@ class Estimator:
         return _readonly(self._x[0])
 
     def _soc_variance(self) -> FloatArray:
-        """The filter's SOC variance plus the slow model error's share (consider analysis)."""
+        """The filter's SOC variance plus the consider shares of the slow model error and of
+        the capacity error (charge counted since the last correction × σ_Q/Q)."""
         slow = self._sens[0] * self.model_error_v
-        return np.asarray(np.maximum(self._p[0, 0], 0.0) + slow * slow, dtype=np.float64)
+        cap = self._cap_sens[0]
+        return np.asarray(
+            np.maximum(self._p[0, 0], 0.0) + slow * slow + cap * cap, dtype=np.float64
+        )
+
+    @property
+    def capacity_soc_std(self) -> FloatArray:
+        """The capacity error's share of the reported SOC σ (per cell, a fraction)."""
+        return _readonly(np.abs(self._cap_sens[0]))
 
     @property
     def soc_std(self) -> FloatArray:

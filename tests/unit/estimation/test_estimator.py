@@ -243,7 +243,8 @@ def _coverage_under_persistent_voltage_error(slow_time_s: float) -> float:
     """Fraction of samples (after 10 min) whose SOC error lies within the reported 2σ, for an
     NMC cell read through a voltage that is persistently off by the configured model error."""
     model = cell("nmc_100ah")
-    config = EstimationConfig(model_error_slow_time_s=slow_time_s)
+    # The plant has the cell file's capacity: a tiny capacity σ isolates the slow-error term.
+    config = EstimationConfig(model_error_slow_time_s=slow_time_s, capacity_prior_std=1e-4)
     sim = plant(model, 1, 0.8)
     estimator = Estimator(model, 1, 1, config)
     estimator.set_soc(0.8, 0.01)
@@ -266,3 +267,78 @@ def test_reported_uncertainty_covers_a_persistent_model_error() -> None:
     # The same filter without the consider term (the slow error forgotten within seconds)
     # is over-confident: the check above can fail.
     assert _coverage_under_persistent_voltage_error(1.0) < 0.8
+
+
+def _count_blind(estimator: Estimator, currents_a: list[float], start_s: float = 0.0) -> float:
+    """Step with invalid voltages (no voltage update: pure counting); return the end time."""
+    n = estimator.cell_count
+    now_s = start_s
+    for current in currents_a:
+        now_s += 1.0
+        estimator.step(now_s, current, np.full(n, 3.3), np.zeros(n, bool), np.full(n, 25.0), False)
+    return now_s
+
+
+@pytest.mark.parametrize(
+    ("legs", "prior_std", "expected"),
+    [
+        # (C-rate, seconds) legs; expected capacity share of σ = |net counted Δsoc| × σ_Q/Q.
+        ([(0.0, 600)], 0.10, 0.0),
+        ([(-0.5, 720)], 0.10, 0.010),  # 10 % of Q counted
+        ([(-0.5, 2160)], 0.10, 0.030),  # 30 %: three times as much
+        ([(-0.5, 2160)], 0.05, 0.015),  # half the capacity σ: half the share
+        ([(-0.5, 2160)], 0.20, 0.060),
+        ([(-0.5, 1440), (0.5, 720)], 0.10, 0.010),  # net 10 % of Q: back-and-forth cancels
+    ],
+)
+def test_capacity_share_of_sigma_follows_net_counted_charge(
+    legs: list[tuple[float, int]], prior_std: float, expected: float
+) -> None:
+    model = cell("lfp_280ah")
+    config = EstimationConfig(capacity_prior_std=prior_std, coulombic_efficiency=1.0)
+    estimator = Estimator(model, 2, 1, config)
+    estimator.set_soc(0.6, 0.01)
+    capacity_ah = model.info.capacity_ah
+    currents = [c_rate * capacity_ah for c_rate, seconds in legs for _ in range(seconds)]
+    _count_blind(estimator, currents)
+    share = estimator.capacity_soc_std
+    assert share == pytest.approx(np.full(2, expected), abs=1e-4)
+    # The share widens the reported σ, never narrows it.
+    assert np.all(estimator.soc_std >= share)
+
+
+def test_capacity_share_of_sigma_resets_at_a_full_anchor() -> None:
+    model = cell("lfp_280ah")
+    estimator = Estimator(model, 2, 1, EstimationConfig(coulombic_efficiency=1.0))
+    estimator.set_soc(0.7, 0.01)
+    capacity_ah = model.info.capacity_ah
+    now_s = _count_blind(estimator, [0.5 * capacity_ah] * 1440)  # 20 % of Q charged
+    before = estimator.capacity_soc_std.copy()
+    assert before == pytest.approx(np.full(2, 0.1 * 0.2), abs=1e-4)
+    voltage = np.full(2, model.info.max_voltage_v - 0.01)
+    tail_a = 0.02 * capacity_ah
+    for k in range(120):
+        est = estimator.step(
+            now_s + k + 1, tail_a, voltage, np.ones(2, bool), np.full(2, 25.0), False
+        )
+    assert est.anchored == "full"
+    # The anchor pins the SOC: the capacity error counted before it is removed by the
+    # anchor's Kalman gain (the filter's own σ and the anchor's are both ~1 %, so about half
+    # of it goes), and the reported σ is back to the anchor's order.
+    assert np.all(estimator.capacity_soc_std < 0.5 * before)
+    assert np.all(est.soc_std < 2.0 * EstimationConfig().anchor_soc_std)
+
+
+@pytest.mark.parametrize("rest_h", [1, 3, 9])
+def test_rest_does_not_average_the_ocv_table_error_away(rest_h: int) -> None:
+    # A relaxed rest voltage is read through the OCV table, whose error at a standing SOC is
+    # the same after 9 h as after 1 h: the reported σ stays at the table error over the slope.
+    model = cell("nmc_100ah")
+    estimator = Estimator(model, 1, 1, EstimationConfig())
+    estimator.set_soc(0.5, 0.02)
+    voltage = np.full(1, float(model.ocv_v(0.5, 25.0)))
+    floor = estimator.ocv_error_v / float(model.docv_dsoc(0.5, 25.0))
+    for k in range(1, rest_h * 360 + 1):
+        est = estimator.step(k * 10.0, 0.0, voltage, np.ones(1, bool), np.full(1, 25.0), False)
+    assert float(est.soc_std[0]) >= 0.95 * floor
+    assert float(est.soc_std[0]) <= 1.5 * floor  # and no wider than that
