@@ -27,17 +27,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from soak import parse_duration  # bench/ is on the path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 SIM = ROOT / "etc" / "sim.toml"
 SETTLE_S = 30.0
 SAMPLE_S = 10.0
-
-
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 4m, 1h)")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
 def rss_kib(pid: int) -> int:
