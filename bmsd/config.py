@@ -554,6 +554,16 @@ class MetricsConfig:
         "switch off for very large packs to keep scrapes small",
         default=True,
     )
+    workers: int = doc(
+        "Threads serving scrapes; a connection that finds them all busy waits in a short queue, "
+        "and beyond it is closed unanswered (bmsd_metrics_connections_rejected_total)",
+        default=2,
+    )
+    request_timeout_s: float = doc(
+        "Time a client has to send its whole request, and again to take the answer",
+        unit="s",
+        default=10.0,
+    )
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
@@ -561,6 +571,10 @@ class MetricsConfig:
             problems.append(("port", "must be between 0 and 65535"))
         if not self.host:
             problems.append(("host", "must not be empty"))
+        if not 1 <= self.workers <= 64:
+            problems.append(("workers", "must be between 1 and 64"))
+        if not 0 < self.request_timeout_s <= 300:
+            problems.append(("request_timeout_s", "must be above 0 and at most 300"))
         return problems
 
 

@@ -12,12 +12,12 @@ celsius), counters end in ``_total``, constant descriptions are ``_info`` gauges
 Labels ``string``, ``module`` and ``cell`` (or ``sensor``) are 0-based, modules counted within
 their string from the negative end, as in ``bmsd explain``.
 
-The HTTP server is prometheus-client's threading WSGI server, in its own thread: a scrape never
-runs on the event loop, and only reads immutable data and plain counters. The table's metrics
-are written by :meth:`PackCollector.render` (text format 0.0.4, about ten times faster than
-prometheus-client's exposition, which is tested to give the same samples); everything else
-(process metrics, tick-hook counters, collectors of other publishers, added with
-:meth:`MetricsExporter.add_collector`) by prometheus-client's exposition.
+The HTTP server (bmsd/publish/httpserver.py) serves scrapes from a fixed pool of threads: a
+scrape never runs on the event loop, and only reads immutable data and plain counters. The
+table's metrics are written by :meth:`PackCollector.render` (text format 0.0.4, about ten
+times faster than prometheus-client's exposition, which is tested to give the same samples);
+everything else (process metrics, tick-hook counters, collectors of other publishers, added
+with :meth:`MetricsExporter.add_collector`) by prometheus-client's exposition.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,7 +46,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -62,6 +60,7 @@ from bmsd.model.limits import LIMIT_KINDS
 from bmsd.model.snapshot import Extremes
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
+from bmsd.publish.httpserver import BoundedWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ BLOCK_LINES = 256  # samples formatted per C call by the renderer (bounds one GI
 TICK_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 Kind = Literal["gauge", "counter", "histogram"]
-Source = Literal["state", "bus", "daemon", "hook"]
+Source = Literal["state", "bus", "daemon", "hook", "http"]
 Sample = tuple[Sequence[str], float]
 
 
@@ -672,6 +671,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("bmsd_control_tick_lateness_max_seconds", "gauge",
                "Largest lateness of a tick since start, against its original schedule (a "
                "stall that skipped periods counts in full)", source="hook"),
+    MetricSpec("bmsd_metrics_connections_rejected_total", "counter",
+               "Connections to this endpoint closed unanswered because every worker was busy "
+               "and the queue was full (metrics.workers)", source="http"),
     MetricSpec("bmsd_state_age_seconds", "gauge",
                "Time since the newest tick (grows if the control loop stalls)",
                values=_state_age, when="before the first tick"),
@@ -870,7 +872,8 @@ class MetricsExporter:
             self._tick_lateness_max,
         ):  # fmt: skip
             self._add(metric)
-        self._server: WSGIServer | None = None
+        self._server: BoundedWSGIServer | None = None
+        self._add(_RejectedConnections(lambda: self._server))
         self.address: tuple[str, int] | None = None
 
     def _add(self, collector: Collector) -> None:
@@ -925,21 +928,24 @@ class MetricsExporter:
     def start(self) -> tuple[str, int]:
         """Listen on the configured address; a taken port is a clear error naming the key.
 
-        prometheus-client's threading WSGI server, in a daemon thread: a scrape never runs on
-        the event loop.
+        A bounded pool of ``metrics.workers`` threads serves the scrapes: a scrape never runs
+        on the event loop, and no client can make the daemon start threads.
         """
         host, port = self.config.host, self.config.port
         try:
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-
-            class Server(ThreadingWSGIServer):
-                address_family = family
-
-            server = make_server(host, port, self._app, Server, handler_class=_QuietHandler)
+            server = BoundedWSGIServer(
+                (host, port),
+                family,
+                workers=self.config.workers,
+                request_timeout_s=self.config.request_timeout_s,
+                name="metrics",
+            )
         except OSError as exc:
             raise BmsdError(
                 f"cannot serve metrics on {host}:{port} (metrics.host, metrics.port): {exc}"
             ) from exc
+        server.set_app(self._app)
         thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
         thread.start()
         self._server = server
@@ -954,11 +960,20 @@ class MetricsExporter:
             server.server_close()
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No access log line per scrape on stderr (the journal)."""
+class _RejectedConnections(Collector):
+    """``bmsd_metrics_connections_rejected_total``, read from the server at scrape time."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+    def __init__(self, server: Callable[[], BoundedWSGIServer | None]) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Metric]:
+        server = self._server()
+        spec = METRICS_BY_NAME["bmsd_metrics_connections_rejected_total"]
+        yield CounterMetricFamily(
+            spec.name.removesuffix("_total"),
+            spec.help,
+            value=float(server.rejected if server is not None else 0),
+        )
 
 
 def _host_port(host: str, port: int) -> str:
@@ -974,6 +989,7 @@ _SOURCE_TEXT = {
     "bus": "bus counters",
     "daemon": "daemon",
     "hook": "tick hook",
+    "http": "HTTP server",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_table_names_follow_prometheus_conventions() -> None:
         assert not re.search(
             r"_(milli|kilo|percent|ah|wh|mv|ma|celsius_total|volt|amp)(_|$)", spec.name
         ), spec.name
-        assert (spec.values is None) == (spec.source == "hook"), spec.name
+        assert (spec.values is None) == (spec.source in ("hook", "http")), spec.name
         if spec.per_cell:
             assert spec.labels == ("string", "module", "cell"), spec.name
 
@@ -285,6 +286,35 @@ def test_exporter_serves_http_and_reports_a_taken_port(config: Config, state: Pa
     with socket.socket() as probe:  # stopped: the port is free again (as a restart needs)
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
+
+
+def test_a_connection_flood_is_counted_and_scrapes_resume(config: Config, state: PackState) -> None:
+    """Silent connections hold the one worker and fill the queue: the rest are closed and
+    counted, and once the deadline frees the worker the endpoint answers (and says so)."""
+    exporter = MetricsExporter(
+        MetricsConfig(port=0, workers=1, request_timeout_s=0.5),
+        sources(config, state),
+        fault_keys=[],
+    )
+    host, port = exporter.start()
+    try:
+        flood = [socket.create_connection((host, port)) for _ in range(30)]
+        time.sleep(1.0)
+        for sock in flood:
+            sock.close()
+        deadline = time.monotonic() + 10.0
+        while True:  # the queued silent connections each take the worker for 0.5 s
+            try:
+                with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as reply:
+                    body = reply.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the endpoint never answered again"
+                time.sleep(0.2)
+        # One held by the worker, 8 queued: at most 21 closed unanswered.
+        assert 15 <= _value(body, "bmsd_metrics_connections_rejected_total") <= 21
+    finally:
+        exporter.stop()
 
 
 def test_an_added_collector_is_served_and_a_clash_refused(config: Config, state: PackState) -> None:
