@@ -15,17 +15,22 @@ this process runs:
   scraping /metrics every ``--scrape`` seconds; without the binary, an HTTP GET scraper at the
   same rate (said so in the output);
 - a sampler reading the daemon's RSS (/proc/PID/status VmRSS) and its own metrics every
-  ``--sample`` seconds.
+  ``--sample`` seconds;
+- the pause probe (bench/pauses.py), its own process at the daemon's priority, which writes
+  down every moment the machine stopped it or the hypervisor stole a CPU: each stall the
+  daemon logs is set beside them, so a tick missed while the whole machine stood still is told
+  from one the daemon missed by itself.
 
 Printed periodically and at the end: RSS at start and end, RSS growth per hour as a
 least-squares slope over the samples after the warm-up with its standard error, tick lateness
 p50/p99 (interpolated in the daemon's lateness histogram, as Prometheus' histogram_quantile)
-and max (the daemon's max gauge), missed ticks, fault events by fault, Modbus requests and
+and max (the daemon's max gauge), missed ticks, each stall and whose it was, the machine's
+pauses and hypervisor steal, fault events by fault, Modbus requests and
 errors, inverter frames sent, Prometheus scrapes and failures, and the SOC and CCL ranges
 covered. Memory of this harness stays bounded: only running sums, extremes and counters are
 kept, never the samples. Exits 1 when the daemon died or a component never worked; with
-``--strict`` 2 when a target is missed (RSS growth beyond two standard errors, a missed tick
-after the warm-up, a fatal fault).
+``--strict`` 2 when a target is missed (RSS growth beyond two standard errors, a tick missed
+after the warm-up outside a pause of the machine, a fatal fault).
 
     .venv/bin/python bench/soak.py --duration 1h
     .venv/bin/python bench/soak.py --duration 10m --json soak.json
@@ -65,6 +70,9 @@ from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 from pymodbus.exceptions import ModbusException  # noqa: E402
 
 from bmsd.config import load_config  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import pauses  # noqa: E402
 
 SIM = ROOT / "etc" / "sim.toml"
 UNIT_FILE = ROOT / "systemd" / "bmsd.service"
@@ -557,6 +565,13 @@ class SoakResult:
     ticks: int = 0
     missed_ticks: int = 0
     missed_ticks_after_warmup: int = 0
+    # Stalls over control_loop_overrun's warning level, each set beside the pause probe
+    # (bench/pauses.py): was the machine stopped or stolen at the time?
+    stalls: list[dict[str, Any]] = field(default_factory=list)
+    missed_ticks_in_machine_pauses: int = 0  # after the warm-up
+    machine_pauses: int = 0  # probe events over the run (overslept or steal > 20 ms)
+    machine_pause_max_s: float | None = None
+    steal_s: float | None = None  # hypervisor steal of all CPUs during the run
     lateness_p50_s: float | None = None
     lateness_p99_s: float | None = None
     lateness_max_s: float | None = None
@@ -590,8 +605,9 @@ class SoakResult:
         slope, stderr = self.rss_growth_mib_per_h, self.rss_growth_stderr_mib_per_h
         if slope is not None and stderr is not None and slope > 2.0 * stderr:
             unmet.append(f"RSS grows {slope:+.2f} MiB/h, beyond 2 standard errors")
-        if self.missed_ticks_after_warmup:
-            unmet.append(f"{self.missed_ticks_after_warmup} ticks missed after the warm-up")
+        own = self.missed_ticks_after_warmup - self.missed_ticks_in_machine_pauses
+        if own > 0:
+            unmet.append(f"{own} ticks missed after the warm-up, outside any pause of the machine")
         fatal = [key for key in self.fault_sets if key.endswith("/fatal")]
         if fatal:
             unmet.append(f"fatal faults: {', '.join(fatal)}")
@@ -678,6 +694,44 @@ class Soak:
                     counts[f"{match.group(1)} {match.group(2)}: {words}"] += 1
         self.result.log_warnings = dict(counts.most_common(20))
 
+    def _start_probe(self) -> subprocess.Popen[bytes]:
+        """bench/pauses.py beside the daemon, at its priority: the machine's own pauses."""
+        nice = self.options.nice if self.options.nice >= 0 or os.geteuid() == 0 else 0
+        return subprocess.Popen(
+            [
+                *(("nice", "-n", str(nice)) if nice else ()),
+                sys.executable, str(ROOT / "bench" / "pauses.py"), str(self.work / "pauses.txt"),
+            ],
+            cwd=ROOT, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def _stalls(self) -> None:
+        """Set each stall the daemon logged beside the machine's pauses at the time."""
+        result = self.result
+        found = pauses.read_pauses(self.work / "pauses.txt")
+        result.machine_pauses = len(found)
+        result.machine_pause_max_s = max(
+            (max(p.overslept_s, p.steal_s) for p in found), default=None
+        )
+        warm_wall = getattr(self, "_warm_wall", math.inf)
+        for stall in pauses.read_stalls(self._log_path):
+            machine, overslept_s, steal_s = pauses.attribute(stall, found)
+            after_warmup = stall.at >= warm_wall
+            if machine and after_warmup:
+                result.missed_ticks_in_machine_pauses += stall.missed
+            result.stalls.append(
+                {
+                    "at": time.strftime("%H:%M:%S", time.localtime(stall.at))
+                    + f".{int(stall.at * 1000) % 1000:03d}",
+                    "stall_s": stall.stall_s,
+                    "missed": stall.missed,
+                    "after_warmup": after_warmup,
+                    "probe_overslept_s": overslept_s,
+                    "steal_s": steal_s,
+                    "machine": machine,
+                }
+            )
+
     # -- sampling ------------------------------------------------------------------------------
 
     def _sample(self, pid: int, metrics_url: str, elapsed_s: float) -> None:
@@ -751,7 +805,13 @@ class Soak:
 
     async def _run(self) -> None:
         options, result = self.options, self.result
-        daemon = self._start_daemon()
+        probe = self._start_probe()
+        steal_before_s = pauses.total_steal_s()
+        try:
+            daemon = self._start_daemon()
+        except BaseException:
+            probe.terminate()
+            raise
         prometheus: PrometheusServer | None = None
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
@@ -792,6 +852,7 @@ class Soak:
                     asyncio.create_task(modbus_client(stats.name, modbus_port, stats, layout, stop))
                 )
             started = time.monotonic()
+            self._warm_wall = time.time() + options.warmup
             next_sample = next_report = started
             while (elapsed := time.monotonic() - started) < options.duration_s:
                 if daemon.poll() is not None:
@@ -844,8 +905,12 @@ class Soak:
                     result.problems.append("the daemon did not stop within 20 s of SIGTERM")
             else:
                 result.daemon_exit_code = daemon.returncode
+            probe.terminate()
+            probe.wait(10)
+            result.steal_s = pauses.total_steal_s() - steal_before_s
             self._log_file.close()
             self._count_log()
+            self._stalls()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
         self._judge()
@@ -936,6 +1001,18 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
         f"  ticks: {r.ticks}, missed {r.missed_ticks} "
         f"({r.missed_ticks_after_warmup} after the warm-up)"
     )
+    yield (
+        f"  machine: {r.machine_pauses} pauses over 20 ms seen by the probe (longest "
+        f"{_ms(r.machine_pause_max_s)}), hypervisor steal {_f(r.steal_s, '.1f')} s in all"
+    )
+    for stall in r.stalls:
+        whose = "the machine's" if stall["machine"] else "the daemon's"
+        yield (
+            f"    stall at {stall['at']}: {stall['stall_s'] * 1000:.0f} ms, "
+            f"{stall['missed']} missed, {'after' if stall['after_warmup'] else 'in'} the "
+            f"warm-up; probe overslept {stall['probe_overslept_s'] * 1000:.0f} ms, steal "
+            f"{stall['steal_s'] * 1000:.0f} ms: {whose}"
+        )
     when = "after" if r.lateness_max_after_warmup else "during"
     yield (
         f"  tick lateness after the warm-up: p50 {_ms(r.lateness_p50_s)}, "
