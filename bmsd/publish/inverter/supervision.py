@@ -59,24 +59,36 @@ class SentLimits:
 
 class LimitWindow:
     """The limits sent within the last ``response_s``; the allowed current is their maximum
-    (the inverter may still follow the higher one). Before anything was sent: None."""
+    (the inverter may still follow the higher one). Before anything was sent: None.
+
+    Pruned on every record as well as every query: while the contactors are open nobody asks
+    for the allowed current, yet the limits keep going out (the window must not grow then).
+    """
 
     def __init__(self, response_s: float) -> None:
         self.response_s = response_s
         self._sent: deque[SentLimits] = deque()
 
+    def __len__(self) -> int:
+        return len(self._sent)
+
     def record(self, time_s: float, charge_a: float, discharge_a: float) -> None:
         self._sent.append(SentLimits(time_s, charge_a, discharge_a))
+        self._prune(time_s)
 
     def allowed(self, now: float) -> tuple[float, float] | None:
         """(charge, discharge) allowed at ``now``; None before the first sent limit."""
+        self._prune(now)
+        sent = self._sent
+        if not sent:
+            return None
+        return (max(s.charge_a for s in sent), max(s.discharge_a for s in sent))
+
+    def _prune(self, now: float) -> None:
         sent = self._sent
         # Keep the newest entry older than the window: it was in force at the window's start.
         while len(sent) >= 2 and sent[1].time_s <= now - self.response_s:
             sent.popleft()
-        if not sent:
-            return None
-        return (max(s.charge_a for s in sent), max(s.discharge_a for s in sent))
 
 
 def worst(values: list[float | None]) -> float | None:

@@ -166,6 +166,16 @@ def test_limit_window_keeps_the_higher_limit_for_the_response_time() -> None:
     assert window.allowed(15.0) == (20.0, 10.0)  # the lowered limit had 10 s to take effect
 
 
+def test_limit_window_stays_bounded_when_nobody_asks() -> None:
+    """Contactors open for a day: limits go out at 10 Hz and no one asks what is allowed."""
+    window = LimitWindow(10.0)
+    for step in range(864_000):
+        window.record(step * 0.1, 0.0, 0.0)
+    assert len(window) <= 102  # 10 s at 10 Hz, and the one in force at the window's start
+    window.record(86_400.0, 50.0, 40.0)
+    assert window.allowed(86_400.0) == (50.0, 40.0)
+
+
 def _link(name: str, state: PackState, info: PackInfo, **settings: object) -> InverterLink:
     profile = load_profile(INVERTERS / f"{name}.toml")
     link = InverterLink(name, profile, info, LinkSettings(**settings), started_at=state.time_s)  # type: ignore[arg-type]
