@@ -611,6 +611,8 @@ class InverterSupervisionConfig:
 
     def check(self) -> list[tuple[str, str]]:
         problems = must_be_positive(self, "limit_response_s")
+        if self.limit_response_s > 600:  # minutes, not hours: a unit slip would blind the check
+            problems.append(("limit_response_s", "must be at most 600 s"))
         problems += [
             (key, "must not be negative")
             for key in ("keepalive_grace_s", "startup_grace_s", "limit_margin_a")

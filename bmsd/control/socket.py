@@ -87,6 +87,8 @@ class ControlServer:
             return {"answer": "illegal", "reason": "request too long"}
         try:
             message = json.loads(line)
+            if not isinstance(message, dict):
+                raise TypeError("the request line is not a JSON object")
             if message.get("request") == "explain":  # a query, not a request to the machine
                 return {"answer": "accepted", "reason": self._explain()}
             request = Request(message["request"])

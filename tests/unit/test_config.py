@@ -823,6 +823,21 @@ RULES = [
         ("inverters.hybrid.supervision.keepalive_action", "expected one of"),
     ),
     case(
+        "inverter-limit-response-hours",
+        {"inverters.hybrid.supervision.limit_response_s": 3600.0},
+        ("inverters.hybrid.supervision.limit_response_s", "must be at most 600 s"),
+    ),
+    case(
+        "metrics-workers",
+        {"metrics.workers": 0},
+        ("metrics.workers", "must be between 1 and 64"),
+    ),
+    case(
+        "metrics-request-timeout",
+        {"metrics.request_timeout_s": 0.0},
+        ("metrics.request_timeout_s", "must be above 0 and at most 300"),
+    ),
+    case(
         "sim-inverter-unknown",
         {"sim.inverter": "hybird"},
         ("sim.inverter", "no inverter named 'hybird'"),
