@@ -562,6 +562,13 @@ class SoakResult:
     rss_growth_mib_per_h: float | None = None
     rss_growth_stderr_mib_per_h: float | None = None
     rss_fit_samples: int = 0
+    # The same fit over the second half of the time after the warm-up: the verdict. A leak
+    # grows as fast late as early; a heap that settles (allocator steps ever further apart)
+    # does not.
+    rss_late_from_s: float | None = None
+    rss_late_growth_mib_per_h: float | None = None
+    rss_late_growth_stderr_mib_per_h: float | None = None
+    rss_late_fit_samples: int = 0
     ticks: int = 0
     missed_ticks: int = 0
     missed_ticks_after_warmup: int = 0
@@ -603,6 +610,9 @@ class SoakResult:
         """The soak's targets this run missed: growth beyond noise, missed ticks, fatal faults."""
         unmet = []
         slope, stderr = self.rss_growth_mib_per_h, self.rss_growth_stderr_mib_per_h
+        if self.rss_late_fit_samples >= 3:
+            slope = self.rss_late_growth_mib_per_h
+            stderr = self.rss_late_growth_stderr_mib_per_h
         if slope is not None and stderr is not None and slope > 2.0 * stderr:
             unmet.append(f"RSS grows {slope:+.2f} MiB/h, beyond 2 standard errors")
         own = self.missed_ticks_after_warmup - self.missed_ticks_in_machine_pauses
@@ -635,6 +645,8 @@ class Soak:
         self.out = out
         self.result = SoakResult()
         self._fit = LinearFit()
+        self._late_fit = LinearFit()
+        self._late_from_s = options.warmup + (options.duration_s - options.warmup) / 2.0
         self._warm_sample: MetricsSample | None = None
         self._modes: set[str] = set()
 
@@ -744,6 +756,8 @@ class Soak:
             result.rss_max_mib = _hi(result.rss_max_mib, mib)
             if elapsed_s >= self.options.warmup:
                 self._fit.add(elapsed_s / 3600.0, mib)
+            if elapsed_s >= self._late_from_s:
+                self._late_fit.add(elapsed_s / 3600.0, mib)
         try:
             sample = parse_metrics(http_get(metrics_url))
         except (OSError, ValueError):
@@ -772,6 +786,10 @@ class Soak:
         result.rss_growth_mib_per_h = self._fit.slope
         result.rss_growth_stderr_mib_per_h = self._fit.slope_stderr
         result.rss_fit_samples = self._fit.n
+        result.rss_late_from_s = self._late_from_s
+        result.rss_late_growth_mib_per_h = self._late_fit.slope
+        result.rss_late_growth_stderr_mib_per_h = self._late_fit.slope_stderr
+        result.rss_late_fit_samples = self._late_fit.n
         result.modes_seen = sorted(self._modes)
         if last is None:
             return
@@ -963,6 +981,10 @@ def _f(value: float | None, spec: str) -> str:
     return "?" if value is None else format(value, spec)
 
 
+def _minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds / 60.0
+
+
 def _ms(value: float | None) -> str:
     return "?" if value is None else f"{value * 1000:.1f} ms"
 
@@ -996,6 +1018,12 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
         f"  RSS growth: {_f(r.rss_growth_mib_per_h, '+.3f')} "
         f"± {_f(r.rss_growth_stderr_mib_per_h, '.3f')} MiB/h (least squares over "
         f"{r.rss_fit_samples} samples after the warm-up, ± one standard error)"
+    )
+    yield (
+        f"  RSS growth in the second half (from {_f(_minutes(r.rss_late_from_s), '.1f')} min, "
+        f"the verdict): {_f(r.rss_late_growth_mib_per_h, '+.3f')} "
+        f"± {_f(r.rss_late_growth_stderr_mib_per_h, '.3f')} MiB/h "
+        f"({r.rss_late_fit_samples} samples)"
     )
     yield (
         f"  ticks: {r.ticks}, missed {r.missed_ticks} "

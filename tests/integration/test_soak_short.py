@@ -85,5 +85,9 @@ def test_short_soak_serves_every_client_and_keeps_the_pack_healthy(tmp_path: Pat
     # No gross leak (the slope over a minute is noise; the hour-long benchmark judges it).
     assert result.rss_start_mib is not None and result.rss_max_mib is not None
     assert result.rss_max_mib - result.rss_start_mib < 50.0, text
+    assert result.rss_late_fit_samples >= 3, text  # the second half, which the verdict reads
+    # The pause probe ran beside the daemon, and every stall was set beside it.
+    assert (tmp_path / "pauses.txt").exists() and result.steal_s is not None, text
+    assert all({"machine", "probe_overslept_s", "steal_s"} <= set(s) for s in result.stalls)
     # The progress lines were printed.
     assert "RSS" in out.getvalue() and "late p99" in out.getvalue()

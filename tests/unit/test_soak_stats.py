@@ -182,6 +182,28 @@ def test_the_soak_docs_name_every_option_and_no_other() -> None:
         ({}, []),
         ({"rss_growth_mib_per_h": 0.3, "rss_growth_stderr_mib_per_h": 0.2}, []),  # within noise
         ({"rss_growth_mib_per_h": 0.5, "rss_growth_stderr_mib_per_h": 0.2}, ["RSS grows"]),
+        # The second half decides when it has samples: a heap that settled late is no leak...
+        (
+            {
+                "rss_growth_mib_per_h": 0.5,
+                "rss_growth_stderr_mib_per_h": 0.2,
+                "rss_late_growth_mib_per_h": 0.0,
+                "rss_late_growth_stderr_mib_per_h": 0.01,
+                "rss_late_fit_samples": 150,
+            },
+            [],
+        ),
+        # ... and growth that goes on late is one, even if the whole-run slope hides it.
+        (
+            {
+                "rss_growth_mib_per_h": 0.1,
+                "rss_growth_stderr_mib_per_h": 0.2,
+                "rss_late_growth_mib_per_h": 0.4,
+                "rss_late_growth_stderr_mib_per_h": 0.1,
+                "rss_late_fit_samples": 150,
+            },
+            ["RSS grows +0.40"],
+        ),
         ({"missed_ticks": 4, "missed_ticks_after_warmup": 0}, []),  # start-up only
         ({"missed_ticks_after_warmup": 1}, ["1 ticks missed"]),
         ({"fault_sets": {"control_loop_overrun/warning": 3}}, []),
