@@ -24,46 +24,38 @@ async def _exchange(path: Path, line: bytes) -> dict[str, str]:
     return dict(json.loads(answer))
 
 
+def _serve_one(tmp_path: Path, line: bytes) -> tuple[dict[str, str], list[Command]]:
+    """Start a control server, send ``line``, return its answer and what reached the loop."""
+    submitted: list[Command] = []
+
+    async def submit(command: Command) -> Reply:
+        submitted.append(command)
+        return Reply(command.request, Answer.ACCEPTED, "done")
+
+    async def scenario() -> dict[str, str]:
+        server = ControlServer(tmp_path / "bmsd.sock", submit, lambda: "all well")
+        await server.start()
+        try:
+            return await _exchange(tmp_path / "bmsd.sock", line)
+        finally:
+            await server.close()
+
+    return asyncio.run(scenario()), submitted
+
+
 @pytest.mark.parametrize(
     "line",
     [b"[1]\n", b'"reset"\n', b"42\n", b"null\n", b"{not json\n", b'{"request": "fly"}\n', b"\n"],
 )
 def test_a_malformed_request_line_gets_an_illegal_answer(tmp_path: Path, line: bytes) -> None:
-    submitted: list[Command] = []
-
-    async def submit(command: Command) -> Reply:
-        submitted.append(command)
-        return Reply(command.request, Answer.ACCEPTED, "done")
-
-    async def scenario() -> dict[str, str]:
-        server = ControlServer(tmp_path / "bmsd.sock", submit, lambda: "all well")
-        await server.start()
-        try:
-            return await _exchange(tmp_path / "bmsd.sock", line)
-        finally:
-            await server.close()
-
-    reply = asyncio.run(scenario())
+    reply, submitted = _serve_one(tmp_path, line)
     assert reply["answer"] == "illegal"
     assert submitted == []
 
 
 def test_a_valid_request_reaches_the_control_loop(tmp_path: Path) -> None:
-    submitted: list[Command] = []
-
-    async def submit(command: Command) -> Reply:
-        submitted.append(command)
-        return Reply(command.request, Answer.ACCEPTED, "done")
-
-    async def scenario() -> dict[str, str]:
-        server = ControlServer(tmp_path / "bmsd.sock", submit, lambda: "all well")
-        await server.start()
-        try:
-            line = b'{"request": "reset", "origin": "commissioning"}\n'
-            return await _exchange(tmp_path / "bmsd.sock", line)
-        finally:
-            await server.close()
-
-    assert asyncio.run(scenario()) == {"answer": "accepted", "reason": "done"}
+    line = b'{"request": "reset", "origin": "commissioning"}\n'
+    reply, submitted = _serve_one(tmp_path, line)
+    assert reply == {"answer": "accepted", "reason": "done"}
     assert [c.request for c in submitted] == [Request.RESET]
     assert submitted[0].origin.startswith("control socket (commissioning; uid=")
