@@ -95,8 +95,21 @@ class BusConfig:
     channel: str = doc("Channel of that interface, e.g. can0, a virtual bus name, /dev/ttyUSB0")
     bitrate: int = doc("Bit rate", unit="bit/s", default=500_000)
     record: str = doc(
-        "Record every frame of this bus to this file (.asc, .blf, .log, .trc, .csv); empty: off",
+        "Record every frame of this bus to this file (.asc, .blf, .log, .trc, .csv); empty: off. "
+        "At each start, and when it reaches record_max_mb, the file is renamed "
+        "<name>.<UTC time>-<n><suffix> and a new one begun",
         default="",
+    )
+    record_max_mb: float = doc(
+        "Begin a new recording file when the current one reaches this size (a .blf file: "
+        "before compression); 0: only at start",
+        unit="MB",
+        default=100.0,
+    )
+    record_keep_files: int = doc(
+        "Recording files kept, the current one included; the oldest beyond are deleted, so a "
+        "recording takes at most about record_keep_files x record_max_mb of disk",
+        default=10,
     )
     receive_own_messages: bool = doc("Also receive frames this process sends", default=False)
     reopen_delay_s: float = doc(
@@ -129,6 +142,10 @@ class BusConfig:
             problems.append(
                 ("record", f"unsupported log format; use one of {', '.join(RECORD_SUFFIXES)}")
             )
+        if not 0 <= self.record_max_mb <= 100_000:
+            problems.append(("record_max_mb", "must be between 0 and 100000"))
+        if not 1 <= self.record_keep_files <= 10_000:
+            problems.append(("record_keep_files", "must be between 1 and 10000"))
         return problems
 
 

@@ -11,7 +11,8 @@ conversation. Errors of the bus are counted and reported, never allowed to kill 
 An interface that fails while running (a USB adapter unplugged, a SocketCAN link taken down)
 is reported dead at once — the fault table turns that into a CAN bus fault and the contactors
 open — and reopened in the background with an exponential backoff; when it is back, reception
-resumes with the same handler and the recording goes on in the same file.
+resumes with the same handler and the recording goes on in the same file. Recording files are
+rotated and bounded, and a failing recording never stops the bus (:mod:`bmsd.canbus.record`).
 
 Error frames (SocketCAN reports bus-off, error-passive and restarts as error frames) are counted
 per error class and drive the bus's controller state (:mod:`bmsd.canbus.errorframes`), which
@@ -38,6 +39,7 @@ from bmsd.canbus.errorframes import (
     error_level,
     next_controller_state,
 )
+from bmsd.canbus.record import FrameRecorder
 from bmsd.config import BusConfig
 from bmsd.errors import BmsdError
 
@@ -71,6 +73,7 @@ class BusStats:
     last_error: str = ""
     reopen_tries: int = 0
     reopens: int = 0  # successful reopens after a failure
+    record_errors: int = 0  # failed writes of the recording (each stops it for a while)
 
 
 class CanInterface:
@@ -83,7 +86,7 @@ class CanInterface:
         self._record_path = record_path
         self._bus: can.BusABC | None = None
         self._receiver: _BatchReceiver | None = None
-        self._recorder: can.Listener | None = None
+        self._recorder: FrameRecorder | None = None
         self._wanted = False  # opened by the daemon and not closed since
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_frame: FrameCallback | None = None
@@ -108,9 +111,23 @@ class CanInterface:
         self._bus = self._open_bus()
         self._wanted = True
         if self._record_path is not None:
-            self._record_path.parent.mkdir(parents=True, exist_ok=True)
-            self._recorder = can.Logger(str(self._record_path))
-            log.info("recording bus %s to %s", self.name, self._record_path)
+            recorder = FrameRecorder(
+                self.name,
+                self._record_path,
+                max_bytes=round(self.config.record_max_mb * 1e6),
+                keep_files=self.config.record_keep_files,
+                on_error=self._count_record_error,
+            )
+            try:
+                recorder.open()
+            except BmsdError:
+                self._shutdown_bus()
+                self._wanted = False
+                raise
+            self._recorder = recorder
+
+    def _count_record_error(self) -> None:
+        self.stats.record_errors += 1
 
     def _open_bus(self) -> can.BusABC:
         try:
@@ -140,7 +157,7 @@ class CanInterface:
 
         def deliver(message: can.Message, received_at: float) -> None:
             if self._recorder is not None:
-                self._recorder(message)
+                self._recorder.write(message)
             if message.is_error_frame:
                 self._on_error_frame(message)
                 return
@@ -207,7 +224,7 @@ class CanInterface:
             message.timestamp = time.time()
             message.is_rx = False
             message.channel = message.channel or self.config.channel
-            self._recorder(message)
+            self._recorder.write(message)
         return True
 
     def bus_state(self) -> can.BusState:

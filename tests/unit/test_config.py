@@ -538,6 +538,21 @@ RULES = [
         {"can.slaves.record": "/tmp/frames"},
         ("can.slaves.record", "unsupported log format"),
     ),
+    case(
+        "bus-record-max-negative",
+        {"can.slaves.record_max_mb": -1.0},
+        ("can.slaves.record_max_mb", "must be between 0 and 100000"),
+    ),
+    case(
+        "bus-record-max-huge",
+        {"can.slaves.record_max_mb": 100_001.0},
+        ("can.slaves.record_max_mb", "must be between 0 and 100000"),
+    ),
+    case(
+        "bus-record-keep-zero",
+        {"can.slaves.record_keep_files": 0},
+        ("can.slaves.record_keep_files", "must be between 1 and 10000"),
+    ),
     # AcquisitionConfig
     case(
         "acq-module-timeout-zero",

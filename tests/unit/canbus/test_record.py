@@ -1,0 +1,186 @@
+"""Bus recordings: the last run's file is kept, files rotate by size within a disk bound, and a
+failing disk stops the recording but never the bus (real files, real python-can writers and
+readers, a real file-size limit in a child process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import can
+import pytest
+
+from bmsd.canbus.record import FrameRecorder
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _frame(sequence: int) -> can.Message:
+    return can.Message(
+        timestamp=1_000.0 + sequence / 1000,
+        arbitration_id=0x100 + sequence % 16,
+        data=sequence.to_bytes(4, "big"),
+        is_extended_id=False,
+    )
+
+
+def _sequences(path: Path) -> list[int]:
+    with can.LogReader(str(path)) as reader:
+        return [int.from_bytes(message.data, "big") for message in reader]
+
+
+def test_a_restart_sets_the_last_runs_recording_aside(tmp_path: Path) -> None:
+    path = tmp_path / "slaves.asc"
+    first = FrameRecorder("slaves", path, max_bytes=0, keep_files=5)
+    first.open()
+    for sequence in range(10):
+        first.write(_frame(sequence))
+    first.stop()
+
+    second = FrameRecorder("slaves", path, max_bytes=0, keep_files=5)
+    second.open()
+    for sequence in range(100, 105):
+        second.write(_frame(sequence))
+    second.stop()
+
+    (aside,) = second.files()
+    assert aside.name.startswith("slaves.") and aside.suffix == ".asc"
+    assert _sequences(aside) == list(range(10))
+    assert _sequences(path) == list(range(100, 105))
+
+
+@pytest.mark.parametrize("suffix", [".asc", ".log", ".csv", ".blf"])
+def test_files_rotate_by_size_and_the_oldest_are_deleted(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"slaves{suffix}"
+    max_bytes, keep_files = 20_000, 3
+    recorder = FrameRecorder("slaves", path, max_bytes=max_bytes, keep_files=keep_files)
+    recorder.open()
+    total = 20_000
+    for sequence in range(total):
+        recorder.write(_frame(sequence))
+    recorder.stop()
+
+    aside = recorder.files()
+    assert len(aside) == keep_files - 1
+    kept = [sequence for file in [*aside, path] for sequence in _sequences(file)]
+    # What is kept is the newest stretch, whole and in order across the files.
+    assert kept == list(range(total - len(kept), total))
+    assert len(kept) < total
+    for file in aside:
+        # A file is set aside at most a size check (256 frames) past the limit; a BLF file is
+        # measured before compression, so it is smaller on disk.
+        assert file.stat().st_size < max_bytes * 2
+        if suffix != ".blf":
+            assert file.stat().st_size >= max_bytes
+
+
+def test_rotation_off_keeps_one_growing_file(tmp_path: Path) -> None:
+    path = tmp_path / "slaves.log"
+    recorder = FrameRecorder("slaves", path, max_bytes=0, keep_files=1)
+    recorder.open()
+    for sequence in range(5_000):
+        recorder.write(_frame(sequence))
+    recorder.stop()
+    assert recorder.files() == []
+    assert _sequences(path) == list(range(5_000))
+
+
+def test_a_recording_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    recorder = FrameRecorder("slaves", blocker / "slaves.asc", max_bytes=0, keep_files=2)
+    with pytest.raises(Exception, match=r"cannot record bus 'slaves' to .*slaves\.asc"):
+        recorder.open()
+
+
+FULL_DISK_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, resource, signal, sys
+    from pathlib import Path
+    import can
+    import bmsd.canbus.record as record_module
+    from bmsd.canbus.bus import CanInterface
+    from bmsd.config import BusConfig
+
+    record_module.RETRY_AFTER_S = 0.3  # the daemon's minute, shortened for the test
+
+    record = Path(sys.argv[1])
+    limit_bytes = 64 * 1024
+    # A file-size limit stands in for a full disk: a write past it fails with EFBIG.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, hard))
+
+    async def main():
+        config = BusConfig(interface="virtual", channel="record-full", record_max_mb=0)
+        interface = CanInterface("slaves", config, record)
+        interface.open()
+        received = []
+        interface.start_receiving(
+            asyncio.get_running_loop(), lambda message, _at: received.append(message)
+        )
+        sender = can.Bus(interface="virtual", channel="record-full")
+
+        async def send(first, count):
+            for sequence in range(first, first + count):
+                sender.send(can.Message(arbitration_id=0x200, data=sequence.to_bytes(4, "big"),
+                                        is_extended_id=False))
+            for _ in range(500):
+                if len(received) == first + count:
+                    break
+                await asyncio.sleep(0.01)
+
+        total = 6000
+        await send(0, total)
+        # The bus also keeps sending while its recording is stopped.
+        sent = interface.send(can.Message(arbitration_id=0x300, data=[1], is_extended_id=False))
+        result = {
+            "received": len(received),
+            "in_order": [int.from_bytes(m.data, "big") for m in received] == list(range(total)),
+            "record_errors": interface.stats.record_errors,
+            "sent": sent,
+            "bus_up": interface.is_up,
+            "size": record.stat().st_size,
+        }
+        # Space is freed; after the retry delay the next frame begins a new file.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        await asyncio.sleep(0.4)
+        await send(total, 100)
+        result["record_errors_after"] = interface.stats.record_errors
+        interface.close()
+        sender.shutdown()
+        print(json.dumps(result))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_full_disk_stops_the_recording_not_the_bus(tmp_path: Path) -> None:
+    record = tmp_path / "slaves.asc"
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_SCRIPT, str(record)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["received"] == 6000 and result["in_order"]
+    assert result["sent"] is True and result["bus_up"] is True
+    # One failure, then silence until the retry: not an error per frame.
+    assert result["record_errors"] == 1
+    assert result["size"] <= 64 * 1024
+    assert "recording of bus slaves to" in done.stderr and "stopped" in done.stderr
+    # Resumed: the partial file is set aside whole, the new one holds the frames since.
+    assert result["record_errors_after"] == 1
+    assert "recording of bus slaves resumed" in done.stderr
+    (aside,) = FrameRecorder("slaves", record, max_bytes=0, keep_files=2).files()
+    partial = _sequences(aside)
+    assert partial and partial == list(range(len(partial)))
+    assert _sequences(record) == list(range(6000, 6100))
