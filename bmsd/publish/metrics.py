@@ -60,7 +60,10 @@ from bmsd.model.limits import LIMIT_KINDS
 from bmsd.model.snapshot import Extremes
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
+from bmsd.publish.family import FamilyDoc
 from bmsd.publish.httpserver import BoundedWSGIServer
+from bmsd.publish.inverter import metrics as inverter_metrics
+from bmsd.publish.modbus import metrics as modbus_metrics
 
 log = logging.getLogger(__name__)
 
@@ -985,6 +988,9 @@ def _host_port(host: str, port: int) -> str:
 
 # -- the reference -------------------------------------------------------------------------
 
+# Families the publishers' collectors serve (listed in the reference, checked against a scrape).
+PUBLISHER_FAMILIES: tuple[FamilyDoc, ...] = (*modbus_metrics.FAMILIES, *inverter_metrics.FAMILIES)
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 _SOURCE_TEXT = {
@@ -1035,6 +1041,20 @@ def render_reference() -> str:
         "Prometheus asks for); `bench/metrics_scrape.py` measures scrape time and size. With "
         "`per_cell = false` the extremes, spreads and per-sensor and per-module series remain.",
     ]
+    lines += [
+        "",
+        "## Modbus server and inverter links",
+        "",
+        "Served by the publishers' own collectors, from their counters at scrape time: the",
+        "Modbus families while `[modbus] enabled = true`, the inverter families for each",
+        "configured inverter link (keep-alive series only for profiles with a keep-alive).",
+        "",
+        "| metric | type | labels | description |",
+        "| --- | --- | --- | --- |",
+    ]
+    for family in PUBLISHER_FAMILIES:
+        labels = ", ".join(f"`{label}`" for label in family.labels)
+        lines.append(f"| `{family.name}` | {family.kind} | {labels} | {family.help} |")
     lines += [
         "",
         "## Scraping",

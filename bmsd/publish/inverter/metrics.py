@@ -1,15 +1,9 @@
 """Prometheus metrics of the inverter links: a custom collector over the live link counters.
 
 Registered by the metrics exporter (``registry.register(InverterCollector(service))``); it
-reads the links' counters at scrape time and keeps no state of its own:
-
-- ``bmsd_inverter_keepalive_age_seconds{inverter,profile}``: time since the inverter's last
-  keep-alive (or request); before the first one, time since start. Only for profiles with a
-  keep-alive.
-- ``bmsd_inverter_keepalive_timeout_seconds{inverter,profile}``: the keep-alive timeout bmsd
-  supervises (the profile's or the config's), so an alert compares the age with it.
-- ``bmsd_inverter_frames_sent_total{inverter,frame}``: frames sent, by DBC message name.
-- ``bmsd_inverter_requests_total{inverter}``: requests answered (request-driven profiles).
+reads the links' counters at scrape time and keeps no state of its own. Its families are
+declared once in :data:`FAMILIES`, from which docs/metrics.md lists them. The keep-alive
+series exist only for profiles with a keep-alive; the age counts from start before the first.
 """
 
 from __future__ import annotations
@@ -17,10 +11,34 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from bmsd.publish.family import FamilyDoc
 from bmsd.publish.inverter.link import InverterLink
+
+KEEPALIVE_AGE = FamilyDoc(
+    "bmsd_inverter_keepalive_age_seconds",
+    "gauge",
+    ("inverter", "profile"),
+    "Time since the inverter's last keep-alive or request (since start before the first)",
+)
+KEEPALIVE_TIMEOUT = FamilyDoc(
+    "bmsd_inverter_keepalive_timeout_seconds",
+    "gauge",
+    ("inverter", "profile"),
+    "Keep-alive timeout supervised for the inverter (profile default or config)",
+)
+FRAMES_SENT = FamilyDoc(
+    "bmsd_inverter_frames_sent_total",
+    "counter",
+    ("inverter", "frame"),
+    "Frames sent to the inverter, by DBC message",
+)
+REQUESTS = FamilyDoc(
+    "bmsd_inverter_requests_total", "counter", ("inverter",), "Inverter requests answered"
+)
+FAMILIES: tuple[FamilyDoc, ...] = (KEEPALIVE_AGE, KEEPALIVE_TIMEOUT, FRAMES_SENT, REQUESTS)
 
 
 class InverterCollector(Collector):
@@ -36,28 +54,10 @@ class InverterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
-        age = GaugeMetricFamily(
-            "bmsd_inverter_keepalive_age_seconds",
-            "Time since the inverter's last keep-alive or request (since start before the first)",
-            labels=["inverter", "profile"],
-            unit="",
-        )
-        timeout = GaugeMetricFamily(
-            "bmsd_inverter_keepalive_timeout_seconds",
-            "Keep-alive timeout supervised for the inverter (profile default or config)",
-            labels=["inverter", "profile"],
-            unit="",
-        )
-        frames = CounterMetricFamily(
-            "bmsd_inverter_frames_sent",
-            "Frames sent to the inverter, by DBC message",
-            labels=["inverter", "frame"],
-        )
-        requests = CounterMetricFamily(
-            "bmsd_inverter_requests",
-            "Inverter requests answered",
-            labels=["inverter"],
-        )
+        age = KEEPALIVE_AGE.family()
+        timeout = KEEPALIVE_TIMEOUT.family()
+        frames = FRAMES_SENT.family()
+        requests = REQUESTS.family()
         for link in self._links():
             spec = link.profile.spec
             if spec.keepalive is not None:

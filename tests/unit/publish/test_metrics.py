@@ -32,6 +32,7 @@ from bmsd.publish.metrics import (
     AH_TO_C,
     DOC,
     METRICS,
+    PUBLISHER_FAMILIES,
     MetricsExporter,
     PackCollector,
     Sources,
@@ -95,6 +96,10 @@ def test_reference_doc_is_generated_from_the_table() -> None:
     )
     for spec in METRICS:
         assert f"| `{spec.name}` |" in render_reference()
+    for family in PUBLISHER_FAMILIES:
+        assert f"| `{family.name}` | {family.kind} |" in render_reference()
+    names = [spec.name for spec in METRICS] + [family.name for family in PUBLISHER_FAMILIES]
+    assert len(names) == len(set(names)), "a publisher family clashes with the table"
 
 
 def test_values_are_those_of_the_newest_state(config: Config, state: PackState) -> None:

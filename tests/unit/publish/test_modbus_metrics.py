@@ -9,7 +9,7 @@ from pymodbus.constants import ExcCodes
 
 from bmsd.model.topology import Topology
 from bmsd.publish.modbus.config import ModbusConfig
-from bmsd.publish.modbus.metrics import ModbusCollector
+from bmsd.publish.modbus.metrics import FAMILIES, ModbusCollector
 from bmsd.publish.modbus.registers import PackInfo
 from bmsd.publish.modbus.server import ModbusServer
 
@@ -59,6 +59,10 @@ def test_counters_are_exposed() -> None:
     text = generate_latest(registry).decode()
     assert "# TYPE bmsd_modbus_requests_total counter" in text
     assert "# TYPE bmsd_modbus_connections gauge" in text
+    # Served exactly as declared (and so as docs/metrics.md lists them).
+    served = {(family.name, family.type, family.documentation) for family in registry.collect()}
+    declared = {(f.name.removesuffix("_total"), f.kind, f.help) for f in FAMILIES}
+    assert served == declared
 
 
 def test_promtool_accepts_the_exposition() -> None:
