@@ -15,6 +15,7 @@ import dataclasses
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -371,8 +372,8 @@ def _exception_of(response: bytes) -> int | None:
     return response[8] if function & 0x80 else None
 
 
-def _connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+def _connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -472,6 +473,44 @@ def test_connection_limit_idle_timeout_and_malformed_frames(tmp_path: Path) -> N
             stats = daemon.modbus.stats
             assert stats.connections_refused == 1
             assert stats.connections_idle_closed >= 1
+
+    asyncio.run(scenario())
+
+
+def test_one_host_cannot_take_every_connection(tmp_path: Path) -> None:
+    """Two connections per address: a third from the same host replaces its quiet one, or is
+    refused when both are served; another host (127.0.0.2, still loopback) gets in."""
+
+    async def scenario() -> None:
+        async with running_daemon(
+            tmp_path, "modbus.max_connections=6", "modbus.max_connections_per_address=2"
+        ) as (daemon, _states):
+            port = _port(daemon)
+
+            def exercise() -> None:
+                first, quiet = _connect(port), _connect(port)
+                assert _exception_of(_read(first, 4, 0, 2)) is None
+                time.sleep(1.2)  # past the grace a new connection has to send its request
+                # The quiet one (never sent a request) makes room for the newcomer.
+                second = _connect(port)
+                assert _closed_by_server(quiet, 2.0)
+                assert _exception_of(_read(second, 4, 0, 2)) is None
+                # Both of this host's connections are served: a third is refused.
+                third = _connect(port)
+                assert _closed_by_server(third, 2.0)
+                # Another host is served while this one is at its limit; so are both of ours.
+                other = _connect(port, source="127.0.0.2")
+                assert _exception_of(_read(other, 4, 0, 2)) is None
+                assert _exception_of(_read(first, 4, 0, 2)) is None
+                assert _exception_of(_read(second, 4, 0, 2)) is None
+                for sock in (first, quiet, second, third, other):
+                    sock.close()
+
+            await asyncio.to_thread(exercise)
+            assert daemon.modbus is not None
+            stats = daemon.modbus.stats
+            assert stats.connections_evicted == 1
+            assert stats.connections_refused == 1
 
     asyncio.run(scenario())
 

@@ -553,6 +553,17 @@ RULES = [
         {"can.slaves.record_keep_files": 0},
         ("can.slaves.record_keep_files", "must be between 1 and 10000"),
     ),
+    # ModbusConfig
+    case(
+        "modbus-per-address-negative",
+        {"modbus.max_connections_per_address": -1},
+        ("modbus.max_connections_per_address", "must be between 0 and 1000"),
+    ),
+    case(
+        "modbus-per-address-huge",
+        {"modbus.max_connections_per_address": 1001},
+        ("modbus.max_connections_per_address", "must be between 0 and 1000"),
+    ),
     # AcquisitionConfig
     case(
         "acq-module-timeout-zero",

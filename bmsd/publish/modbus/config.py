@@ -87,6 +87,12 @@ class ModbusConfig:
         "that has not sent a request yet (older than 1 s), else it is closed at once",
         default=16,
     )
+    max_connections_per_address: int = doc(
+        "Most simultaneous connections from one IP address, so one host cannot take every "
+        "slot; a further one replaces that host's oldest connection that has not sent a "
+        "request yet (older than 1 s), else it is closed at once; 0: only max_connections",
+        default=8,
+    )
     idle_timeout_s: float = doc(
         "A connection that gets no request answered for this long is closed; 0: never",
         unit="s",
@@ -131,6 +137,8 @@ class ModbusConfig:
             problems.append(("unit_id", "must be between 1 and 247"))
         if not 1 <= self.max_connections <= 1000:
             problems.append(("max_connections", "must be between 1 and 1000"))
+        if not 0 <= self.max_connections_per_address <= 1000:
+            problems.append(("max_connections_per_address", "must be between 0 and 1000"))
         if self.idle_timeout_s < 0:
             problems.append(("idle_timeout_s", "must not be negative"))
         problems += must_be_positive(self, "max_state_age_s")

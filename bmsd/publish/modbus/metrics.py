@@ -47,12 +47,13 @@ CONNECTION_COUNTERS: tuple[tuple[FamilyDoc, Callable[[ModbusStats], int]], ...] 
         value,
     )
     for suffix, help_text, value in (
-        ("refused", "closed at once because the connection limit was reached",
+        ("refused", "closed at once because a connection limit (in all or per address) was "
+         "reached",
          lambda stats: stats.connections_refused),
         ("idle_closed", "closed after the idle timeout",
          lambda stats: stats.connections_idle_closed),
         ("accepted", "accepted", lambda stats: stats.connections_accepted),
-        ("evicted", "closed (quiet ones) to admit a new one at the connection limit",
+        ("evicted", "closed (quiet ones) to admit a new one at a connection limit",
          lambda stats: stats.connections_evicted),
         ("frame_timeout", "closed because their bytes formed no request in time",
          lambda stats: stats.connections_frame_timeout),

@@ -227,9 +227,11 @@ needs root or `CAP_NET_BIND_SERVICE`).
 - Values come from the newest state of the control loop, encoded once per tick; serving a read
   never waits for the control loop. The server has its own thread and event loop, so a burst
   of requests does not queue in front of the control tick.
-- At most `modbus.max_connections` clients at once. A further connection replaces the
-  oldest one that has not sent a complete request yet (and is older than 1 s); when every
-  other connection is a client that has been served, it is closed at once.
+- At most `modbus.max_connections` clients at once, and at most
+  `modbus.max_connections_per_address` from one IP address (8 by default), so one host cannot
+  take every slot. A further connection replaces the oldest one (of that host, at the
+  per-address limit) that has not sent a complete request yet and is older than 1 s; when
+  every such connection is a client that has been served, it is closed at once.
 - A connection with no request for `modbus.idle_timeout_s` is closed; bytes that form no
   complete request within `modbus.frame_timeout_s` (a trickled or truncated frame, garbage,
   a wrong protocol id) close it too; so does a client that does not read its answers (64 KiB

@@ -262,26 +262,23 @@ class _Handler(ServerRequestHandler):
             )
             self.close()
             return
-        if len(owner.active_connections) > config.max_connections:
-            victim = self._quietest()
-            if victim is None:
-                stats.connections_refused += 1
-                log.warning(
-                    "modbus: connection from %s refused: %d connections is the limit",
-                    _peer_text(self.peer),
-                    config.max_connections,
-                )
-                self.close()
-                return
-            stats.connections_evicted += 1
-            log.warning(
-                "modbus: closing %s (no request in %.1f s) for %s: %d connections is the limit",
-                _peer_text(victim.peer),
-                self.connected_s - victim.connected_s,
-                _peer_text(self.peer),
-                config.max_connections,
+        # One host first (it must not take every slot, however well it behaves), then all.
+        host = self.peer[0] if self.peer is not None else None
+        per_address = config.max_connections_per_address
+        if per_address and host is not None:
+            same_host = sum(
+                1
+                for other in owner.active_connections.values()
+                if isinstance(other, _Handler) and other.peer is not None and other.peer[0] == host
             )
-            victim.close()
+            if same_host > per_address and not self._make_room(
+                host, f"{per_address} connections from {host} is the limit"
+            ):
+                return
+        if len(owner.active_connections) > config.max_connections and not self._make_room(
+            None, f"{config.max_connections} connections is the limit"
+        ):
+            return
         stats.connections_accepted += 1
         sock = self.transport.get_extra_info("socket") if self.transport else None
         if sock is not None:
@@ -292,12 +289,34 @@ class _Handler(ServerRequestHandler):
         self._arm_timer()
         log.debug("modbus: client %s connected", _peer_text(self.peer))
 
+    def _make_room(self, host: str | None, limit_text: str) -> bool:
+        """At a limit: replace the quietest connection (of ``host``, or of all), or refuse
+        this one. True when this connection may stay."""
+        stats = self.owner.bmsd.stats
+        victim = self._quietest(host)
+        if victim is None:
+            stats.connections_refused += 1
+            log.warning("modbus: connection from %s refused: %s", _peer_text(self.peer), limit_text)
+            self.close()
+            return False
+        stats.connections_evicted += 1
+        log.warning(
+            "modbus: closing %s (no request in %.1f s) for %s: %s",
+            _peer_text(victim.peer),
+            self.connected_s - victim.connected_s,
+            _peer_text(self.peer),
+            limit_text,
+        )
+        victim.close()
+        return True
+
     @property
     def quiet_since_s(self) -> float:
         return self.connected_s if self.served_s is None else self.served_s
 
-    def _quietest(self) -> _Handler | None:
-        """The connection a new one replaces when the limit is reached: the oldest that has
+    def _quietest(self, host: str | None) -> _Handler | None:
+        """The connection a new one replaces when a limit is reached (among those of ``host``
+        for the per-address limit, else among all): the oldest that has
         never sent a complete request (silent, trickling, garbage); None when every other
         connection is a client that has been served (it keeps its slot until the idle
         timeout, however seldom it polls). A connection younger than
@@ -313,6 +332,7 @@ class _Handler(ServerRequestHandler):
             and not other.is_closing
             and other.served_s is None
             and now - other.connected_s >= NEW_CONNECTION_GRACE_S
+            and (host is None or (other.peer is not None and other.peer[0] == host))
         ]
         if not candidates:
             return None
