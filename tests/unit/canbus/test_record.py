@@ -27,6 +27,15 @@ def _frame(sequence: int) -> can.Message:
     )
 
 
+def _record(recorder: FrameRecorder, sequences: range) -> FrameRecorder:
+    """Open, write one frame per sequence number, stop."""
+    recorder.open()
+    for sequence in sequences:
+        recorder.write(_frame(sequence))
+    recorder.stop()
+    return recorder
+
+
 def _sequences(path: Path) -> list[int]:
     with can.LogReader(str(path)) as reader:
         return [int.from_bytes(message.data, "big") for message in reader]
@@ -34,17 +43,8 @@ def _sequences(path: Path) -> list[int]:
 
 def test_a_restart_sets_the_last_runs_recording_aside(tmp_path: Path) -> None:
     path = tmp_path / "slaves.asc"
-    first = FrameRecorder("slaves", path, max_bytes=0, keep_files=5)
-    first.open()
-    for sequence in range(10):
-        first.write(_frame(sequence))
-    first.stop()
-
-    second = FrameRecorder("slaves", path, max_bytes=0, keep_files=5)
-    second.open()
-    for sequence in range(100, 105):
-        second.write(_frame(sequence))
-    second.stop()
+    _record(FrameRecorder("slaves", path, max_bytes=0, keep_files=5), range(10))
+    second = _record(FrameRecorder("slaves", path, max_bytes=0, keep_files=5), range(100, 105))
 
     (aside,) = second.files()
     assert aside.name.startswith("slaves.") and aside.suffix == ".asc"
@@ -56,12 +56,10 @@ def test_a_restart_sets_the_last_runs_recording_aside(tmp_path: Path) -> None:
 def test_files_rotate_by_size_and_the_oldest_are_deleted(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"slaves{suffix}"
     max_bytes, keep_files = 20_000, 3
-    recorder = FrameRecorder("slaves", path, max_bytes=max_bytes, keep_files=keep_files)
-    recorder.open()
     total = 20_000
-    for sequence in range(total):
-        recorder.write(_frame(sequence))
-    recorder.stop()
+    recorder = _record(
+        FrameRecorder("slaves", path, max_bytes=max_bytes, keep_files=keep_files), range(total)
+    )
 
     aside = recorder.files()
     assert len(aside) == keep_files - 1
@@ -79,11 +77,7 @@ def test_files_rotate_by_size_and_the_oldest_are_deleted(tmp_path: Path, suffix:
 
 def test_rotation_off_keeps_one_growing_file(tmp_path: Path) -> None:
     path = tmp_path / "slaves.log"
-    recorder = FrameRecorder("slaves", path, max_bytes=0, keep_files=1)
-    recorder.open()
-    for sequence in range(5_000):
-        recorder.write(_frame(sequence))
-    recorder.stop()
+    recorder = _record(FrameRecorder("slaves", path, max_bytes=0, keep_files=1), range(5_000))
     assert recorder.files() == []
     assert _sequences(path) == list(range(5_000))
 
