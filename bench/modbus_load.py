@@ -176,6 +176,7 @@ def _overrides(state_dir: str) -> tuple[str, ...]:
         "modbus.enabled=true",
         "modbus.port=0",
         "modbus.max_connections=100",
+        "modbus.max_connections_per_address=0",  # every client is on loopback here
         "metrics.port=0",
     )
 

@@ -95,14 +95,16 @@ class BusConfig:
     channel: str = doc("Channel of that interface, e.g. can0, a virtual bus name, /dev/ttyUSB0")
     bitrate: int = doc("Bit rate", unit="bit/s", default=500_000)
     record: str = doc(
-        "Record every frame of this bus to this file (.asc, .blf, .log, .trc, .csv); empty: off. "
-        "At each start, and when it reaches record_max_mb, the file is renamed "
-        "<name>.<UTC time>-<n><suffix> and a new one begun",
+        "Record every frame of this bus to this file (.asc, .blf, .log, .trc, .csv; .trc "
+        "leaves out error, remote and CAN FD frames); empty: off. At each start, and when it "
+        "reaches record_max_mb, the file is renamed <name>.<n>.<UTC time><suffix> and a new "
+        "one begun; a file without a frame is deleted instead",
         default="",
     )
     record_max_mb: float = doc(
-        "Begin a new recording file when the current one reaches this size (a .blf file: "
-        "before compression); 0: only at start",
+        "Begin a new recording file when the current one reaches this size (a .blf file: as "
+        "python-can counts it, compressed data plus up to 128 KiB not compressed yet); "
+        "0: only at start",
         unit="MB",
         default=100.0,
     )
@@ -144,8 +146,8 @@ class BusConfig:
             )
         if not 0 <= self.record_max_mb <= 100_000:
             problems.append(("record_max_mb", "must be between 0 and 100000"))
-        if not 1 <= self.record_keep_files <= 10_000:
-            problems.append(("record_keep_files", "must be between 1 and 10000"))
+        if not 2 <= self.record_keep_files <= 10_000:
+            problems.append(("record_keep_files", "must be between 2 and 10000"))
         return problems
 
 
@@ -780,6 +782,12 @@ class Config:
                     "'bmsd sim --config FILE' as its own process",
                 )
             )
+        recorded_by: dict[Path, str] = {}
+        for name, bus in self.can.items():
+            if bus.record:
+                other = recorded_by.setdefault(self.path(bus.record), name)
+                if other != name:
+                    problems.append((f"can.{name}.record", f"the same file as can.{other}.record"))
         for name, inverter in self.inverters.items():
             if inverter.bus not in self.can:
                 problems.append(

@@ -118,12 +118,7 @@ class CanInterface:
                 keep_files=self.config.record_keep_files,
                 on_error=self._count_record_error,
             )
-            try:
-                recorder.open()
-            except BmsdError:
-                self._shutdown_bus()
-                self._wanted = False
-                raise
+            recorder.open()  # a recording that cannot begin is logged and retried, not fatal
             self._recorder = recorder
 
     def _count_record_error(self) -> None:
@@ -417,10 +412,14 @@ class _BatchReceiver:
             self._scheduled = more
         if dropped:
             self._interface.stats.rx_dropped += dropped
-        for message, received_at in batch:
-            self._deliver(message, received_at)
-        if more:
-            self._loop.call_soon(self._drain)
+        try:
+            for message, received_at in batch:
+                self._deliver(message, received_at)
+        finally:
+            # Even when a frame's handling raised (a bug): the backlog must keep draining, or
+            # _scheduled stays set and no frame of this bus is delivered again.
+            if more:
+                self._loop.call_soon(self._drain)
 
     def _fail(self, exc: BaseException) -> None:
         if not self._stopped.is_set():

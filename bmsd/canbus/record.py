@@ -1,17 +1,23 @@
 """Recording of a bus's frames to files: a new file at each start and past a size, bounded disk.
 
 A recording is diagnostic: it must neither lose the evidence of the run before a restart nor
-fill the gateway's disk, and a failing disk must not stop the bus. So:
+fill the gateway's disk, and a failing disk must never stop the bus. So:
 
 - at open, a file left by the previous run is renamed aside, never overwritten (python-can's
-  writers truncate): the frames before a crash or a power cut are what an integrator needs;
+  writers truncate): the frames before a crash or a power cut are what an integrator needs.
+  A file that holds no frame (a start that failed early: only the format's header) is
+  deleted instead, so a crash loop cannot push the real recordings out;
 - the current file is renamed aside when it reaches ``max_bytes`` and a new one begun;
   of the files set aside the newest ``keep_files - 1`` are kept, the oldest deleted;
-- a write that fails (disk full, file removed from under the daemon) stops the recording, is
+- any failure (cannot open, disk full, a writer refusing a frame) stops the recording, is
   logged and counted; the recording is tried again after ``RETRY_AFTER_S``, in a new file.
+  A file deleted or renamed from under the daemon is noticed within ``CHECK_EVERY_FRAMES``
+  frames and a new one begun (Linux would go on writing to the unlinked file unseen).
 
-Files set aside are named ``<stem>.<UTC time>-<n><suffix>`` (``slaves.20261124T130500Z-001.asc``):
-sorted by name they are in time order, and each is a recording ``bmsd replay`` reads.
+Files set aside are named ``<stem>.<n>.<UTC time><suffix>``
+(``slaves.000042.20261124T130500Z.asc``), ``n`` one above the highest there: age is read
+from ``n``, not from the clock, which on a gateway without a battery-backed clock can go
+back at a restart. Each is a recording ``bmsd replay`` reads.
 """
 
 from __future__ import annotations
@@ -26,13 +32,11 @@ from pathlib import Path
 
 import can
 
-from bmsd.errors import BmsdError
-
 log = logging.getLogger(__name__)
 
-# How often the size of the current file is looked at, in frames: a text writer's tell() is
-# not free, and a few hundred frames are a few kilobytes past the limit at most.
-SIZE_CHECK_EVERY_FRAMES = 256
+# How often the current file is looked at (size; still the file at its path), in frames: a
+# text writer's tell() is not free, and a few hundred frames are a few kilobytes at most.
+CHECK_EVERY_FRAMES = 256
 RETRY_AFTER_S = 60.0
 
 
@@ -49,6 +53,8 @@ class FrameRecorder:
         on_error: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if keep_files < 2:
+            raise ValueError("keep_files must be at least 2 (the current file and the last one)")
         self.bus_name = bus_name
         self.path = path
         self.max_bytes = max_bytes
@@ -56,10 +62,11 @@ class FrameRecorder:
         self._on_error = on_error
         self._clock = clock
         self._writer: can.Listener | None = None
-        self._frames_since_size_check = 0
-        self._retry_at: float | None = None  # set while stopped by a failed write
+        self._inode: tuple[int, int] | None = None  # (device, inode) of the current file
+        self._frames_since_check = 0
+        self._retry_at: float | None = None  # set while stopped by a failure
         self._aside_pattern = re.compile(
-            rf"{re.escape(path.stem)}\.(\d{{8}}T\d{{6}}Z)-(\d+){re.escape(path.suffix)}"
+            rf"{re.escape(path.stem)}\.(\d+)\.\d{{8}}T\d{{6}}Z{re.escape(path.suffix)}"
         )
 
     @property
@@ -67,15 +74,16 @@ class FrameRecorder:
         return self._writer is not None
 
     def open(self) -> None:
-        """Set aside what the last run left and begin a file; a failure here is a clear error."""
+        """Set aside what the last run left and begin a file; a failure is logged and retried."""
         try:
             self._begin_file()
-        except (OSError, ValueError) as exc:
-            raise BmsdError(f"cannot record bus {self.bus_name!r} to {self.path}: {exc}") from exc
+        except Exception as exc:  # whatever the cause, the bus must run
+            self._fail(exc)
+            return
         log.info("recording bus %s to %s", self.bus_name, self.path)
 
     def write(self, message: can.Message) -> None:
-        """Record one frame; never raises (a failed write stops the recording for a while)."""
+        """Record one frame; never raises (a failure stops the recording for a while)."""
         writer = self._writer
         if writer is None:
             if self._retry_at is not None and self._clock() >= self._retry_at:
@@ -85,13 +93,12 @@ class FrameRecorder:
                 return
         try:
             writer(message)
-            self._frames_since_size_check += 1
-            if self.max_bytes > 0 and self._frames_since_size_check >= SIZE_CHECK_EVERY_FRAMES:
-                self._frames_since_size_check = 0
-                size = _file_size(writer)
-                if size is not None and size >= self.max_bytes:
-                    self._rotate()
-        except (OSError, ValueError) as exc:
+            self._frames_since_check += 1
+            if self._frames_since_check >= CHECK_EVERY_FRAMES:
+                self._frames_since_check = 0
+                self._check_file(writer)
+        except Exception as exc:  # a writer's error (OSError, struct.error,
+            # OverflowError on an odd frame) must not reach frame delivery
             self._fail(exc)
 
     def stop(self) -> None:
@@ -101,44 +108,64 @@ class FrameRecorder:
         if writer is not None:
             try:
                 writer.stop()
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # closing must not stop the daemon's exit
                 log.error("closing the recording of bus %s failed: %s", self.bus_name, exc)
                 self._on_error()
 
     def files(self) -> list[Path]:
         """Files set aside, oldest first (the current file not included)."""
-        return [path for _, _, path in self._aside()]
+        return [path for _, path in self._aside()]
 
-    def _aside(self) -> list[tuple[str, int, Path]]:
-        found: list[tuple[str, int, Path]] = []
+    def _aside(self) -> list[tuple[int, Path]]:
+        found: list[tuple[int, Path]] = []
         for candidate in self.path.parent.iterdir():
             match = self._aside_pattern.fullmatch(candidate.name)
             if match is not None:
-                found.append((match[1], int(match[2]), candidate))
+                found.append((int(match[1]), candidate))
         return sorted(found)
+
+    def _check_file(self, writer: can.Listener) -> None:
+        try:
+            status = self.path.stat()
+            moved = (status.st_dev, status.st_ino) != self._inode
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            log.warning(
+                "recording of bus %s: %s was removed or replaced; beginning it again",
+                self.bus_name,
+                self.path,
+            )
+            self._writer = None
+            writer.stop()
+            self._begin_file()
+            return
+        if self.max_bytes > 0:
+            size = getattr(writer, "file_size", None)
+            if callable(size) and size() >= self.max_bytes:
+                self._writer = None
+                writer.stop()
+                self._begin_file()
+                log.info("recording of bus %s continues in a new file", self.bus_name)
 
     def _begin_file(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self.path.rename(self._aside_name())
+        if self.path.exists():
+            if _holds_frames(self.path):
+                self.path.rename(self._aside_name())
+            else:
+                self.path.unlink()
         self._prune()
-        self._writer = can.Logger(str(self.path))
-        self._frames_since_size_check = 0
-
-    def _rotate(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.stop()
-        self._begin_file()
-        log.info("recording of bus %s continues in a new file", self.bus_name)
+        writer = can.Logger(str(self.path))
+        status = self.path.stat()
+        self._inode = (status.st_dev, status.st_ino)
+        self._writer = writer
+        self._frames_since_check = 0
 
     def _aside_name(self) -> Path:
-        # Numbered after the highest of the same second, not the first free number: pruning
-        # frees low numbers, and names must keep sorting in time order.
+        number = max((number for number, _ in self._aside()), default=0) + 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        numbers = [number for found_stamp, number, _ in self._aside() if found_stamp == stamp]
-        number = max(numbers, default=0) + 1
-        return self.path.with_name(f"{self.path.stem}.{stamp}-{number:03d}{self.path.suffix}")
+        return self.path.with_name(f"{self.path.stem}.{number:06d}.{stamp}{self.path.suffix}")
 
     def _prune(self) -> None:
         aside = self.files()
@@ -158,19 +185,25 @@ class FrameRecorder:
         )
         if writer is not None:
             # The file is already failing; its error was reported above.
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(Exception):
                 writer.stop()
 
     def _retry(self) -> None:
         self._retry_at = None
         try:
             self._begin_file()
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # as in open()
             self._fail(exc)
             return
         log.warning("recording of bus %s resumed in %s", self.bus_name, self.path)
 
 
-def _file_size(writer: can.Listener) -> int | None:
-    size = getattr(writer, "file_size", None)
-    return size() if callable(size) else None
+def _holds_frames(path: Path) -> bool:
+    """True when the file holds at least one frame, or cannot be read (keep it: evidence)."""
+    if path.stat().st_size == 0:
+        return False
+    try:
+        with can.LogReader(str(path)) as reader:
+            return next(iter(reader), None) is not None
+    except Exception:  # a cut or damaged file is kept for a human to read
+        return True

@@ -551,7 +551,17 @@ RULES = [
     case(
         "bus-record-keep-zero",
         {"can.slaves.record_keep_files": 0},
-        ("can.slaves.record_keep_files", "must be between 1 and 10000"),
+        ("can.slaves.record_keep_files", "must be between 2 and 10000"),
+    ),
+    case(
+        "bus-record-same-file",
+        {"can.slaves.record": "/tmp/frames.asc", "can.inverter.record": "/tmp/frames.asc"},
+        ("can.inverter.record", "the same file as can.slaves.record"),
+    ),
+    case(
+        "bus-record-keep-one",
+        {"can.slaves.record_keep_files": 1},
+        ("can.slaves.record_keep_files", "must be between 2 and 10000"),
     ),
     # ModbusConfig
     case(

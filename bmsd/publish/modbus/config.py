@@ -88,9 +88,11 @@ class ModbusConfig:
         default=16,
     )
     max_connections_per_address: int = doc(
-        "Most simultaneous connections from one IP address, so one host cannot take every "
-        "slot; a further one replaces that host's oldest connection that has not sent a "
-        "request yet (older than 1 s), else it is closed at once; 0: only max_connections",
+        "Most simultaneous connections from one IP address (IPv6: one /64), so one host "
+        "cannot take every slot; a further one replaces that host's oldest connection that "
+        "has not sent a request yet (older than 1 s), else it is closed at once. Clients "
+        "behind one NAT, or all local tools with host = 127.0.0.1, count as one host; "
+        "0: only max_connections",
         default=8,
     )
     idle_timeout_s: float = doc(

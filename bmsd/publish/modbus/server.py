@@ -38,6 +38,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import importlib.metadata
+import ipaddress
 import logging
 import socket
 import struct
@@ -219,6 +220,21 @@ def _decoder_table() -> dict[int, tuple[type[ModbusPDU], type[ModbusPDU]]]:
     }
 
 
+def address_group(address: str) -> str:
+    """What the per-address connection limit counts by: an IPv4 address (also when mapped into
+    IPv6), or an IPv6 address's /64 (one host or site is given a whole /64 and can pick any
+    address in it)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class _Handler(ServerRequestHandler):
     """One client connection: knows its peer and its timeouts, and counts what it serves.
 
@@ -234,6 +250,7 @@ class _Handler(ServerRequestHandler):
         super().__init__(owner, None, None, None)  # type: ignore[no-untyped-call]
         self.owner = owner
         self.peer: tuple[str, int] | None = None
+        self.host: str | None = None  # what the per-address limit counts by (address_group)
         self.connected_s = 0.0
         self.served_s: float | None = None
         self.pending_since_s: float | None = None
@@ -250,6 +267,7 @@ class _Handler(ServerRequestHandler):
             return
         peername = self.transport.get_extra_info("peername") if self.transport else None
         self.peer = (str(peername[0]), int(peername[1])) if peername else None
+        self.host = address_group(self.peer[0]) if self.peer is not None else None
         owner = self.owner
         config = owner.bmsd.config
         stats = owner.bmsd.stats
@@ -263,13 +281,13 @@ class _Handler(ServerRequestHandler):
             self.close()
             return
         # One host first (it must not take every slot, however well it behaves), then all.
-        host = self.peer[0] if self.peer is not None else None
+        host = self.host
         per_address = config.max_connections_per_address
         if per_address and host is not None:
             same_host = sum(
                 1
                 for other in owner.active_connections.values()
-                if isinstance(other, _Handler) and other.peer is not None and other.peer[0] == host
+                if isinstance(other, _Handler) and other.host == host
             )
             if same_host > per_address and not self._make_room(
                 host, f"{per_address} connections from {host} is the limit"
@@ -332,7 +350,7 @@ class _Handler(ServerRequestHandler):
             and not other.is_closing
             and other.served_s is None
             and now - other.connected_s >= NEW_CONNECTION_GRACE_S
-            and (host is None or (other.peer is not None and other.peer[0] == host))
+            and (host is None or other.host == host)
         ]
         if not candidates:
             return None

@@ -170,3 +170,45 @@ def test_a_full_backlog_drops_the_oldest_frames_and_counts_them(
             interface.close()
 
     asyncio.run(scenario())
+
+
+def test_a_frame_whose_handling_raises_does_not_stop_delivery() -> None:
+    """A bug in a frame's handling (an exception out of the callback) loses that slice of
+    the backlog at most: the frames after it, and every later frame, are still delivered."""
+    channel = _channel()
+
+    async def scenario() -> None:
+        interface = CanInterface("slaves", BusConfig(interface="virtual", channel=channel))
+        interface.open()
+        received: list[int] = []
+
+        def on_frame(message: can.Message, _at: float) -> None:
+            value = int.from_bytes(message.data, "big")
+            if value == 5:
+                raise RuntimeError("a bug in a decoder")
+            received.append(value)
+
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, _context: None)  # the bug is expected here
+        interface.start_receiving(loop, on_frame)
+        peer = can.Bus(interface="virtual", channel=channel)
+        try:
+            # More than one slice (512) waits while the loop is blocked, so the slice that
+            # raises has a backlog behind it.
+            for value in range(2000):
+                peer.send(
+                    can.Message(arbitration_id=0x10, data=value.to_bytes(2, "big"),
+                                is_extended_id=False)
+                )  # fmt: skip
+            time.sleep(0.5)
+            await _until(lambda: bool(received) and received[-1] == 1999)
+            assert received[:5] == [0, 1, 2, 3, 4]
+            # Later frames are delivered too.
+            peer.send(can.Message(arbitration_id=0x10, data=(3000).to_bytes(2, "big"),
+                                  is_extended_id=False))  # fmt: skip
+            await _until(lambda: received[-1] == 3000)
+        finally:
+            peer.shutdown()
+            interface.close()
+
+    asyncio.run(scenario())
