@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ class LoadResult:
 
 
 def _digest(payload_text: str) -> str:
-    return hashlib.sha256(payload_text.encode("utf-8")).hexdigest()
+    # surrogatepass: JSON may carry a lone surrogate ("\\ud800"), which strict UTF-8 refuses;
+    # such a payload must get a checksum (and then fail a later check), not raise.
+    return hashlib.sha256(payload_text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def write_state(path: Path, kind: str, version: int, payload: dict[str, Any]) -> None:
@@ -80,27 +83,35 @@ def read_state(
         return LoadResult(None, "no state file yet", None)
     except OSError as exc:
         return LoadResult(None, f"cannot read: {exc.strerror}", None)
-    problem, document = _parse(data, kind, version)
-    if document is None:
-        _set_aside(path)
+    try:
+        problem, document, payload = _parse(data, kind, version)
+    except (RecursionError, MemoryError):
+        # A payload nested deeper than the parser's stack (a checksum does not make it sane).
+        problem, document, payload = "corrupt (nested too deeply)", None, None
+    if document is None or payload is None:
+        set_aside(path)
         return LoadResult(None, problem, None)
     age_s = max(0.0, time.time() - float(document["written_at"]))
     if max_age_s is not None and age_s > max_age_s:
         return LoadResult(
             None, f"too old ({age_s / 3600:.1f} h, limit {max_age_s / 3600:.1f} h)", age_s
         )
-    return LoadResult(json.loads(document["payload"]), "", age_s)
+    return LoadResult(payload, "", age_s)
 
 
-def _parse(data: bytes, kind: str, version: int) -> tuple[str, dict[str, Any] | None]:
+Parsed = tuple[str, dict[str, Any] | None, dict[str, Any] | None]
+
+
+def _parse(data: bytes, kind: str, version: int) -> Parsed:
+    """The problem ("" when none), the envelope and the payload (both None on a problem)."""
     if not data:
-        return "empty (truncated by a power cut?)", None
+        return "empty (truncated by a power cut?)", None, None
     if not data.strip(b"\x00"):
-        return "zeroed (a power cut during a write?)", None
+        return "zeroed (a power cut during a write?)", None, None
     try:
         document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return "corrupt (not valid JSON; truncated?)", None
+    except ValueError:  # bad UTF-8, bad JSON, an int past the int-digits limit
+        return "corrupt (not valid JSON; truncated?)", None, None
     if not isinstance(document, dict) or not {
         "kind",
         "version",
@@ -108,25 +119,47 @@ def _parse(data: bytes, kind: str, version: int) -> tuple[str, dict[str, Any] | 
         "payload",
         "written_at",
     } <= set(document):
-        return "corrupt (fields missing)", None
+        return "corrupt (fields missing)", None, None
     if document["kind"] != kind:
-        return f"not a {kind} file (it is {document['kind']!r})", None
+        return f"not a {kind} file (it is {_shown(document['kind'])})", None, None
     if (
         not isinstance(document["payload"], str)
         or _digest(document["payload"]) != document["sha256"]
     ):
-        return "corrupt (checksum mismatch)", None
+        return "corrupt (checksum mismatch)", None, None
     if document["version"] != version:
-        return f"format version {document['version']} is not {version}", None
-    if not isinstance(document["written_at"], (int, float)):
-        return "corrupt (bad time stamp)", None
+        return f"format version {_shown(document['version'])} is not {version}", None, None
+    if not _finite_time(document["written_at"]):
+        return "corrupt (bad time stamp)", None, None
     try:
         payload = json.loads(document["payload"])
-    except json.JSONDecodeError:
-        return "corrupt (payload is not JSON)", None
+    except ValueError:
+        return "corrupt (payload is not JSON)", None, None
     if not isinstance(payload, dict):
-        return "corrupt (payload is not an object)", None
-    return "", document
+        return "corrupt (payload is not an object)", None, None
+    try:
+        # A lone surrogate ("\\ud800") is valid JSON but not text: it would fail later, when
+        # a key is logged or the state written back.
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "corrupt (payload text is not valid Unicode)", None, None
+    return "", document, payload
+
+
+def _finite_time(value: object) -> bool:
+    """A number usable as a wall-clock time (a 400-digit int overflows float())."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _shown(value: object) -> str:
+    """A field from a bad file, short enough for one log line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _temporary_path(path: Path, pid: int) -> Path:
@@ -159,7 +192,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _set_aside(path: Path) -> None:
+def set_aside(path: Path) -> None:
     """Keep a bad file for inspection; it will be replaced by the next good write."""
     with contextlib.suppress(OSError):
         os.replace(path, path.with_name(path.name + ".bad"))

@@ -86,3 +86,41 @@ def test_an_interrupted_write_leaves_the_old_file_and_its_leftover_is_removed(
     assert result.payload == {"soc": 0.5}
     assert not leftover.exists()
     assert live.exists()
+
+
+def _sealed(payload_text: str, written_at: str = "1.0e9", kind: str = "estimates") -> bytes:
+    """A file with a correct envelope and checksum around any payload text (as an attacker or
+    a bug in an older writer could produce): only the payload's content can be wrong."""
+    import hashlib
+
+    digest = hashlib.sha256(payload_text.encode("utf-8", "surrogatepass")).hexdigest()
+    text = (
+        f'{{"kind": {json.dumps(kind)}, "version": 1, "written_at": {written_at}, '
+        f'"sha256": "{digest}", "payload": {json.dumps(payload_text)}}}'
+    )
+    return text.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        # A lone surrogate as a raw character of the payload text and as a JSON escape in it.
+        (_sealed('{"a": "\ud800"}'), "Unicode"),
+        (_sealed('{"a": "\\ud800"}'), "Unicode"),
+        (_sealed('{"a": 1}', written_at="1" * 401), "time stamp"),
+        (_sealed('{"a": 1}', written_at="1e999"), "time stamp"),
+        (_sealed('{"a": 1}', written_at="NaN"), "time stamp"),
+        (_sealed('{"a": 1}', written_at="true"), "time stamp"),
+        (_sealed('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"), "nested too deeply"),
+        (_sealed('{"a": ' + "9" * 5000 + "}"), "not JSON"),
+    ],
+)
+def test_sealed_but_unusable_files_are_reported_not_raised(
+    tmp_path: Path, data: bytes, reason: str
+) -> None:
+    path = tmp_path / "s.json"
+    path.write_bytes(data)
+    result = read_state(path, "estimates", 1)
+    assert not result.ok
+    assert reason in result.problem
+    assert (tmp_path / "s.json.bad").read_bytes() == data, "set aside unchanged"
