@@ -179,7 +179,7 @@ class Daemon:
                 self.latched_store.path,
                 problem,
             )
-        elif latched:
+        if latched:
             log.warning(
                 "restored %d latched fault(s): %s", len(latched), ", ".join(sorted(latched))
             )

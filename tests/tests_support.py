@@ -38,3 +38,18 @@ def read_summaries(
         if match and accept(match.groupdict()):
             found.append(match.groupdict())
     return found
+
+
+def sealed_state_file(payload_text: str, kind: str, written_at: str = "1.0e9") -> bytes:
+    """A state file with a correct envelope and checksum around any payload text (as a bug or
+    an older writer could leave it): only the payload's content can be wrong. ``written_at``
+    is JSON text, so an out-of-range time stamp can be written too."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(payload_text.encode("utf-8", "surrogatepass")).hexdigest()
+    text = (
+        f'{{"kind": {json.dumps(kind)}, "version": 1, "written_at": {written_at}, '
+        f'"sha256": "{digest}", "payload": {json.dumps(payload_text)}}}'
+    )
+    return text.encode("utf-8")

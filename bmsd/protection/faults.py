@@ -16,6 +16,7 @@ Nothing here reads a clock or does I/O; the caller passes ``now`` (monotonic sec
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from bmsd.model.faults import FaultEvent, FaultLevel, FaultState, LevelState
@@ -183,12 +184,17 @@ def restore_latched(
     """
     levels = []
     for level_state in state.levels:
-        saved = latched.get(level_state.key)
-        if saved is None:
+        if level_state.key not in latched:
             levels.append(level_state)
             continue
+        # Present means latched, whatever the record holds (LatchedFaultStore checks records;
+        # this must still never un-latch or raise on one it let through).
+        saved = latched[level_state.key]
+        if not isinstance(saved, dict):
+            saved = {}
         level_spec = _level_spec(table[level_state.fault_id], level_state.level)
-        value = saved.get("value_at_set")
+        value = _finite_float(saved.get("value_at_set"))
+        set_count = saved.get("set_count")
         levels.append(
             replace(
                 level_state,
@@ -197,13 +203,23 @@ def restore_latched(
                 tripped_since=now,
                 active=True,
                 latched=True,
-                set_count=int(saved.get("set_count") or 1),
+                set_count=set_count if type(set_count) is int and set_count >= 1 else 1,
                 first_set_at=now,
                 last_set_at=now,
-                value_at_set=None if value is None else float(value),
+                value_at_set=value,
             )
         )
     return FaultState(tuple(levels))
+
+
+def _finite_float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _level_spec(spec: FaultSpec, level: FaultLevel) -> LevelSpec:

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from bmsd.model.faults import FaultState
-from bmsd.system.statefile import read_state, write_state
+from bmsd.system.statefile import read_state, set_aside, write_state
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,33 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+# Far beyond any real count; bounds what a damaged file can put in metrics and reports.
+_MAX_SET_COUNT = 2**31 - 1
+
+
+def _record(value: object) -> dict[str, float | int | None] | None:
+    """A latched entry as :func:`latched_payload` writes it, or None if it is not one."""
+    if not isinstance(value, dict) or set(value) != {"set_count", "value_at_set"}:
+        return None
+    set_count = value["set_count"]
+    if isinstance(set_count, bool) or not isinstance(set_count, int):
+        return None
+    if not 1 <= set_count <= _MAX_SET_COUNT:
+        return None
+    value_at_set = value["value_at_set"]
+    if value_at_set is None:
+        return {"set_count": set_count, "value_at_set": None}
+    if isinstance(value_at_set, bool) or not isinstance(value_at_set, (int, float)):
+        return None
+    try:
+        number = float(value_at_set)
+    except OverflowError:  # a 400-digit int
+        return None
+    if not math.isfinite(number):
+        return None
+    return {"set_count": set_count, "value_at_set": number}
+
+
 class LatchedFaultStore:
     """Keeps the on-disk copy of the latched set equal to the controller's."""
 
@@ -52,10 +79,21 @@ class LatchedFaultStore:
         result = read_state(self.path, KIND, VERSION)
         if result.payload is not None:
             latched = result.payload.get("latched", {})
-            if isinstance(latched, dict):
-                self._written = frozenset(latched)
-                return latched, ""
-            return {}, "corrupt (no latched table)"
+            if not isinstance(latched, dict):
+                set_aside(self.path)
+                return {}, "corrupt (no latched table)"
+            good = {key: record for key, value in latched.items() if (record := _record(value))}
+            bad = sorted(set(latched) - set(good))
+            if bad:
+                # A checksum proves the bytes, not their sense: an entry we cannot read may
+                # have been a latched fatal fault. Keep the readable ones latched, report the
+                # file damaged (start in FAULT) and keep it for the post-mortem.
+                set_aside(self.path)
+                shown = ", ".join(repr(key)[:60] for key in bad[:5])
+                more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+                return good, f"corrupt (unreadable latched entries: {shown}{more})"
+            self._written = frozenset(good)
+            return good, ""
         if result.problem == "no state file yet":
             self._written = frozenset()
             return {}, ""

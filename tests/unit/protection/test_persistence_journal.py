@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from tests_support import sealed_state_file
 
 from bmsd.model.bms import BmsMode
 from bmsd.model.faults import FaultEvent, FaultLevel, FaultState, LevelState
@@ -176,6 +177,62 @@ def test_damaged_file_is_kept_aside_for_the_post_mortem(tmp_path: Path) -> None:
     path.write_bytes(b"\x00" * 64)
     assert LatchedFaultStore(tmp_path).load()[1]
     assert (tmp_path / f"{LATCH_NAME}.bad").read_bytes() == b"\x00" * 64
+
+
+GOOD = {"set_count": 2, "value_at_set": 3.71}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(None, id="null"),  # read as "not latched" before: a fatal fault un-latched
+        pytest.param("yes", id="string"),
+        pytest.param([1, 2], id="list"),
+        pytest.param({}, id="empty-record"),
+        pytest.param({"set_count": 1}, id="no-value"),
+        pytest.param({"set_count": "x", "value_at_set": 3.7}, id="count-string"),
+        pytest.param({"set_count": True, "value_at_set": 3.7}, id="count-bool"),
+        pytest.param({"set_count": 0, "value_at_set": 3.7}, id="count-zero"),
+        pytest.param({"set_count": 10**400, "value_at_set": 3.7}, id="count-huge"),
+        pytest.param({"set_count": 1.5, "value_at_set": 3.7}, id="count-float"),
+        pytest.param({"set_count": 1, "value_at_set": "x"}, id="value-string"),
+        pytest.param({"set_count": 1, "value_at_set": 10**400}, id="value-huge-int"),
+        pytest.param({"set_count": 1, "value_at_set": [3.7]}, id="value-list"),
+        pytest.param({"set_count": 1, "value_at_set": 3.7, "x": 1}, id="extra-key"),
+    ],
+)
+def test_unreadable_entry_makes_the_file_damaged_and_keeps_the_rest_latched(
+    tmp_path: Path, entry: Any
+) -> None:
+    path = tmp_path / LATCH_NAME
+    payload = {"latched": {"cell_voltage_high.fatal": entry, "module_comm_loss.fatal": GOOD}}
+    path.write_bytes(sealed_state_file(json.dumps(payload), "latched-faults"))
+    data = path.read_bytes()
+    loaded, problem = LatchedFaultStore(tmp_path).load()
+    assert "cell_voltage_high.fatal" in problem, "damaged, naming the entry"
+    assert loaded == {"module_comm_loss.fatal": GOOD}
+    assert (tmp_path / f"{LATCH_NAME}.bad").read_bytes() == data
+    # What the daemon then does with it: the readable entry latched, the rest via "damaged".
+    state = restore_latched(initial_state(TABLE), loaded, 5.0, TABLE)
+    assert [level.key for level in state.latched()] == ["module_comm_loss.fatal"]
+
+
+@pytest.mark.parametrize("table", [None, "yes", [], 3])
+def test_a_latched_table_of_the_wrong_type_is_damaged(tmp_path: Path, table: Any) -> None:
+    path = tmp_path / LATCH_NAME
+    path.write_bytes(sealed_state_file(json.dumps({"latched": table}), "latched-faults"))
+    loaded, problem = LatchedFaultStore(tmp_path).load()
+    assert loaded == {} and "corrupt" in problem
+    assert (tmp_path / f"{LATCH_NAME}.bad").exists()
+
+
+@pytest.mark.parametrize("entry", [None, "yes", [], {"set_count": "x", "value_at_set": "x"}])
+def test_restore_latched_latches_any_key_present_whatever_its_record(entry: Any) -> None:
+    """Defence in depth behind the store's check: present means latched, never a crash."""
+    state = restore_latched(initial_state(TABLE), {"cell_voltage_high.fatal": entry}, 5.0, TABLE)
+    (level,) = state.latched()
+    assert level.key == "cell_voltage_high.fatal" and level.set_count == 1
+    assert level.value_at_set is None
 
 
 # -- FaultJournal ----------------------------------------------------------------------------

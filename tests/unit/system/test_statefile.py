@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests_support import sealed_state_file
 
 from bmsd.system.statefile import read_state, write_state
 
@@ -88,17 +89,8 @@ def test_an_interrupted_write_leaves_the_old_file_and_its_leftover_is_removed(
     assert live.exists()
 
 
-def _sealed(payload_text: str, written_at: str = "1.0e9", kind: str = "estimates") -> bytes:
-    """A file with a correct envelope and checksum around any payload text (as an attacker or
-    a bug in an older writer could produce): only the payload's content can be wrong."""
-    import hashlib
-
-    digest = hashlib.sha256(payload_text.encode("utf-8", "surrogatepass")).hexdigest()
-    text = (
-        f'{{"kind": {json.dumps(kind)}, "version": 1, "written_at": {written_at}, '
-        f'"sha256": "{digest}", "payload": {json.dumps(payload_text)}}}'
-    )
-    return text.encode("utf-8")
+def _sealed(payload_text: str, written_at: str = "1.0e9") -> bytes:
+    return sealed_state_file(payload_text, "estimates", written_at)
 
 
 @pytest.mark.parametrize(
