@@ -238,7 +238,9 @@ class Daemon:
         if estimator is not None and self.controller.estimator_ready:
             try:
                 estimator.save(self.estimates_path)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
+                # ValueError: a non-finite value (allow_nan=False); the last good file stays,
+                # and the rest of the shutdown must still run.
                 log.error("cannot save the SOC/SOH state to %s: %s", self.estimates_path, exc)
 
     def _send_contactor_command(self, state: PackState) -> None:
@@ -311,7 +313,7 @@ class Daemon:
             return
         try:
             balancer.save(path)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: as in save_estimates
             log.error("cannot save the balancing state to %s: %s", path, exc)
 
     def request_stop(self) -> None:

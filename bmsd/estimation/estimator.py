@@ -33,6 +33,7 @@ scalar measurements with ``anchor_soc_std``. See docs/estimation.md for the full
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,15 @@ from numpy.typing import ArrayLike, NDArray
 from bmsd.estimation.pack import PackSocTracker, pack_window
 from bmsd.estimation.rest_offset import RestOffsetSample, RestOffsetWindow
 from bmsd.estimation.settings import EstimationConfig
-from bmsd.estimation.soh import CapacityLearner, ResistanceRls
+from bmsd.estimation.soh import (
+    CAPACITY_FRACTION_RANGE,
+    GROWTH_RANGE,
+    CapacityLearner,
+    ResistanceRls,
+)
 from bmsd.model.cell import CellModel
 from bmsd.model.estimates import Estimates
-from bmsd.system.statefile import read_state, write_state
+from bmsd.system.statefile import read_state, set_aside, write_state
 from bmsd.system.statewriter import StateJob
 
 FloatArray = NDArray[np.float64]
@@ -948,7 +954,7 @@ class Estimator:
                 )
             }
             # Offset terms of the capacity fit (absent in older files: keep the prior).
-            offset_sums = {
+            offset_sums: dict[str, FloatArray] = {
                 key: np.asarray(payload[key], dtype=np.float64)
                 for key in ("capacity_sum_xt", "capacity_sum_tt", "capacity_sum_ty")
                 if key in payload
@@ -956,8 +962,9 @@ class Estimator:
             anchored = str(payload.get("anchored", ""))
             saved_pack = payload.get("pack_soc")
             pack_value = None if saved_pack is None else float(saved_pack)
-        except (KeyError, TypeError, ValueError) as exc:
-            return f"malformed state ({type(exc).__name__}: {exc})"
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            # OverflowError: Infinity or a 400-digit int where an int or a float belongs.
+            return f"malformed state ({type(exc).__name__}: {str(exc)[:80]})"
         for key, values in arrays.items():
             if values.shape != (n,):
                 return f"{key} has {values.size} values, expected {n}"
@@ -969,12 +976,90 @@ class Estimator:
         for key, value in scalars.items():
             if not math.isfinite(value):
                 return f"{key} is not finite"
+        implausible = self._implausible(arrays, scalars)
+        if implausible:
+            return implausible
         soc, soc_std = arrays["soc"], arrays["soc_std"]
-        if np.any((soc < -0.01) | (soc > 1.01)) or np.any((soc_std < 0) | (soc_std > 1)):
-            return "SOC or its uncertainty out of range"
-        if np.any(arrays["capacity_ah"] <= 0.0) or np.any(arrays["resistance_growth"] <= 0.0):
-            return "capacity or resistance not positive"
+        backup = {name: copy.deepcopy(getattr(self, name)) for name in _RESTORED_ATTRIBUTES}
+        with np.errstate(all="ignore"):  # overflow is found just below, and refused
+            self._apply_state(arrays, scalars, offset_sums, soc, soc_std, age_s)
+        self.anchored = anchored
+        if pack_value is not None and math.isfinite(pack_value) and 0.0 <= pack_value <= 1.0:
+            self.pack.value = pack_value  # continue the reported value where it was
+        self._params_time_s = -math.inf
+        broken = self._non_finite_state()
+        if broken:
+            # Plausible numbers can still combine into inf/NaN (the capacity fit's sums):
+            # refused whole, as if never read.
+            for name, value in backup.items():
+                setattr(self, name, value)
+            return f"{broken} not finite after restoring"
+        return ""
 
+    def _implausible(self, arrays: dict[str, FloatArray], scalars: dict[str, float]) -> str:
+        """Why restored numbers cannot be this estimator's own ("" when they can).
+
+        The bounds are what a running estimator can produce: a value outside them came from a
+        damaged or foreign file and, used, would drive the SOC (and the limits) wrong.
+        """
+        soc, soc_std = arrays["soc"], arrays["soc_std"]
+        # The filter's SOC may overshoot 0..1 slightly between corrections; σ = 0 would
+        # freeze the filter (no correction ever), σ > 1 says nothing about a 0..1 quantity.
+        if np.any((soc < -0.01) | (soc > 1.01)) or np.any((soc_std <= 0) | (soc_std > 1)):
+            return "SOC or its uncertainty out of range"
+        low, high = CAPACITY_FRACTION_RANGE
+        capacity_ah = arrays["capacity_ah"]
+        # The learner clamps to this band; the file rounds to 6 digits, hence the margin.
+        if np.any(capacity_ah < low * self.nominal_ah * (1 - _ROUNDING)) or np.any(
+            capacity_ah > high * self.nominal_ah * (1 + _ROUNDING)
+        ):
+            return f"capacity outside {low:g}..{high:g} × nominal {self.nominal_ah:g} Ah"
+        low, high = GROWTH_RANGE
+        growth = arrays["resistance_growth"]
+        if np.any(growth < low * (1 - _ROUNDING)) or np.any(growth > high * (1 + _ROUNDING)):
+            return f"resistance growth outside {low:g}..{high:g}"
+        if np.any(arrays["resistance_variance"] < 0) or np.any(arrays["capacity_samples"] < 0):
+            return "a variance or sample count is negative"
+        cfg = self.config
+        # A learned offset beyond these is refused as a sensor fault while running.
+        max_offset_a = max(cfg.max_offset_c_rate, cfg.rest_offset_max_c_rate) * self.nominal_c_a
+        if abs(scalars["current_offset_a"]) > max_offset_a:
+            return f"current offset beyond ±{max_offset_a:g} A"
+        # An offset uncertain by more than 1C means nothing and, squared, overflows.
+        offset_std_a = scalars["current_offset_std_a"]
+        if not 0.0 < offset_std_a <= self.nominal_c_a:
+            return f"current offset uncertainty outside (0, {self.nominal_c_a:g}] A"
+        for key in _COUNTERS:
+            if not 0.0 <= scalars[key] <= _MAX_COUNTER:
+                return f"{key} outside 0..{_MAX_COUNTER:g}"
+        return ""
+
+    def _non_finite_state(self) -> str:
+        """The first part of the filter's state that is not finite ("" when all are)."""
+        cap = self.capacity
+        parts = {
+            "state": self._x,
+            "covariance": self._p,
+            "capacity": cap.capacity_ah,
+            "capacity fit": np.concatenate([cap.sum_xx, cap.sum_xy, cap.sum_xt, cap.sum_tt]),
+            "capacity offset fit": np.concatenate([cap.sum_ty, np.ravel(cap.offset_a)]),
+            "resistance growth": self.resistance.growth,
+            "resistance variance": self.resistance.variance,
+        }
+        for name, values in parts.items():
+            if not np.all(np.isfinite(values)):
+                return name
+        return ""
+
+    def _apply_state(
+        self,
+        arrays: dict[str, FloatArray],
+        scalars: dict[str, float],
+        offset_sums: dict[str, FloatArray],
+        soc: FloatArray,
+        soc_std: FloatArray,
+        age_s: float,
+    ) -> None:
         cap = self.capacity
         cap.capacity_ah = arrays["capacity_ah"]
         cap.sum_xx = np.maximum(arrays["capacity_sum_xx"], 1e-30)
@@ -1006,11 +1091,6 @@ class Estimator:
         self.discharge_throughput_ah = scalars["discharge_throughput_ah"]
         self.charge_energy_wh = scalars["charge_energy_wh"]
         self.discharge_energy_wh = scalars["discharge_energy_wh"]
-        self.anchored = anchored
-        if pack_value is not None and math.isfinite(pack_value) and 0.0 <= pack_value <= 1.0:
-            self.pack.value = pack_value  # continue the reported value where it was
-        self._params_time_s = -math.inf
-        return ""
 
     def save(self, path: Path) -> None:
         """Write the state atomically (bmsd.system.statefile); OSError is the caller's."""
@@ -1037,7 +1117,38 @@ class Estimator:
         result = read_state(path, STATE_KIND, STATE_VERSION, max_age_s=limit)
         if result.payload is None:
             return result.problem
-        return self.restore_state(result.payload, result.age_s or 0.0)
+        refused = self.restore_state(result.payload, result.age_s or 0.0)
+        if refused:
+            set_aside(path)  # the next save would overwrite it: keep it for the post-mortem
+        return refused
 
+
+# Relative margin for values the state file rounds (to 6 significant decimals).
+_ROUNDING = 1e-6
+# Pack throughput counters: far beyond any pack's life, small enough for every publisher.
+_COUNTERS = (
+    "charge_throughput_ah",
+    "discharge_throughput_ah",
+    "charge_energy_wh",
+    "discharge_energy_wh",
+)
+_MAX_COUNTER = 1e12
+# What restore_state may change, kept to put back when the result is refused.
+_RESTORED_ATTRIBUTES = (
+    "capacity",
+    "resistance",
+    "pack",
+    "_x",
+    "_p",
+    "_sens",
+    "_cap_sens",
+    "_soh_resistance",
+    "charge_throughput_ah",
+    "discharge_throughput_ah",
+    "charge_energy_wh",
+    "discharge_energy_wh",
+    "anchored",
+    "_params_time_s",
+)
 
 __all__ = ["STATE_KIND", "STATE_VERSION", "Estimator"]

@@ -31,6 +31,9 @@ _GROWTH_MAX = 5.0
 # Capacity estimates are kept within this band of nominal for the same reason.
 _CAPACITY_MIN_FRACTION = 0.3
 _CAPACITY_MAX_FRACTION = 1.5
+# The same bands, for checking restored state: a value the learners cannot produce is damage.
+GROWTH_RANGE = (_GROWTH_MIN, _GROWTH_MAX)
+CAPACITY_FRACTION_RANGE = (_CAPACITY_MIN_FRACTION, _CAPACITY_MAX_FRACTION)
 
 
 class CapacityLearner:

@@ -93,8 +93,28 @@ def test_wrong_cell_count_is_refused(tmp_path: Path) -> None:
         ("soc", [0.5, 0.5], "values"),
         ("soc", [0.5, float("nan"), 0.5], "non-finite"),
         ("soc", [0.5, 7.0, 0.5], "out of range"),
-        ("capacity_ah", [100.0, -1.0, 100.0], "not positive"),
+        ("capacity_ah", [100.0, -1.0, 100.0], "capacity outside"),
         ("soc_std", "x", "malformed"),
+        # Found by review: each raised OverflowError (a crash loop) or was used (NaN SOC).
+        ("cell_count", float("inf"), "malformed"),
+        ("nominal_ah", 10**400, "malformed"),
+        ("soc", [10**400, 0.5, 0.5], "malformed"),
+        ("current_offset_std_a", 1e308, "offset uncertainty"),
+        ("current_offset_a", 1e300, "current offset beyond"),
+        ("current_offset_a", 10**400, "malformed"),
+        ("current_offset_a", -2.5, "current offset beyond"),  # > 0.02C of 100 Ah
+        ("current_offset_std_a", 0.0, "offset uncertainty"),
+        ("soc_std", [0.01, 0.0, 0.01], "out of range"),
+        ("capacity_ah", [100.0, 1e-300, 100.0], "capacity outside"),
+        ("capacity_ah", [100.0, 1e300, 100.0], "capacity outside"),
+        ("resistance_growth", [1.0, 1e300, 1.0], "resistance growth outside"),
+        ("resistance_growth", [1.0, 0.01, 1.0], "resistance growth outside"),
+        ("resistance_variance", [0.1, -1.0, 0.1], "negative"),
+        ("capacity_samples", [1.0, -1.0, 1.0], "negative"),
+        ("charge_throughput_ah", 1e300, "charge_throughput_ah outside"),
+        ("discharge_energy_wh", -1.0, "discharge_energy_wh outside"),
+        ("strings", "two", "malformed"),
+        ("pack_soc", 10**400, "malformed"),
     ],
 )
 def test_implausible_payload_is_refused(key: str, value: object, reason: str) -> None:
@@ -103,6 +123,30 @@ def test_implausible_payload_is_refused(key: str, value: object, reason: str) ->
     payload[key] = value
     estimator = make()
     assert reason in estimator.restore_state(payload)
+
+
+def test_plausible_numbers_that_overflow_together_are_refused_and_nothing_changes() -> None:
+    """Finite sums whose products overflow: the capacity fit turns NaN after restoring."""
+    payload = make().export_state()
+    for key in ("capacity_sum_xx", "capacity_sum_xy", "capacity_sum_xt", "capacity_sum_tt"):
+        payload[key] = [1e300, 1e300, 1e300]
+    estimator = make()
+    before = estimator.export_state()
+    assert "not finite after restoring" in estimator.restore_state(payload)
+    assert estimator.export_state() == before
+
+
+def test_the_reviewed_absurd_offset_file_is_refused(tmp_path: Path) -> None:
+    """The review's case: a sealed file, offset 1e300 A; it gave a NaN SOC, contactors closed."""
+    path = tmp_path / "estimates.json"
+    payload = make().export_state()
+    payload["current_offset_a"] = 1e300
+    write_state(path, STATE_KIND, STATE_VERSION, payload)
+    estimator = make()
+    data = path.read_bytes()
+    assert "current offset beyond" in estimator.load(path)
+    assert np.all(np.isfinite(estimator.soc))
+    assert (tmp_path / "estimates.json.bad").read_bytes() == data, "kept for the post-mortem"
 
 
 def test_missing_key_is_refused() -> None:
