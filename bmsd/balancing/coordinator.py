@@ -39,7 +39,7 @@ from bmsd.model.bms import Answer, BmsMode, Reply, Request
 from bmsd.model.estimates import Estimates
 from bmsd.model.snapshot import PackSnapshot
 from bmsd.model.topology import Topology
-from bmsd.system.statefile import read_state, write_state
+from bmsd.system.statefile import read_state, set_aside, write_state
 from bmsd.system.statewriter import StateJob
 
 STATE_KIND = "balancing"
@@ -323,6 +323,8 @@ class Balancer:
             bled = np.asarray(payload["bled_ah"], dtype=np.float64)
             if bled.shape != (count,) or not np.all(np.isfinite(bled)) or (bled < 0).any():
                 return "bled_ah damaged"
+            if (bled > _MAX_BLED_AH).any():
+                return f"bled_ah beyond {_MAX_BLED_AH:g} Ah"
             plan: SocPlan | None = None
             saved = payload.get("plan")
             if saved is not None and payload.get("strategy") == self.config.strategy:
@@ -333,9 +335,11 @@ class Balancer:
                 if any(a.shape != (count,) or not np.all(np.isfinite(a)) for a in arrays):
                     return "plan damaged"
                 target, at_plan, excess, capacity = arrays
-                if (capacity <= 0).any():
-                    return "plan damaged"
+                if not _plan_plausible(target, at_plan, excess, capacity, bled):
+                    return "plan damaged (values no plan can have)"
                 anchored = saved.get("anchored_at_s")
+                if anchored is not None and not math.isfinite(float(anchored)):
+                    return "plan damaged (anchor time not finite)"
                 plan = SocPlan(
                     made_at_s=-math.inf,
                     anchored_at_s=math.nan if anchored is None else float(anchored),
@@ -344,8 +348,9 @@ class Balancer:
                     excess_ah=excess,
                     capacity_ah=capacity,
                 )
-        except (KeyError, TypeError, ValueError) as exc:
-            return f"damaged ({exc})"
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            # OverflowError: Infinity or a 400-digit int where a count or an Ah value belongs.
+            return f"damaged ({type(exc).__name__}: {str(exc)[:80]})"
         self._bled_ah = bled
         self._memory = Memory(plan=plan)
         return ""
@@ -362,7 +367,10 @@ class Balancer:
         result = read_state(path, STATE_KIND, STATE_VERSION)
         if result.payload is None:
             return result.problem
-        return self.restore_state(result.payload)
+        refused = self.restore_state(result.payload)
+        if refused:
+            set_aside(path)  # the next save would overwrite it: keep it for the post-mortem
+        return refused
 
     def save_due(self, now_s: float) -> bool:
         """True once per ``save_interval_s`` (the first call only starts the interval)."""
@@ -373,6 +381,31 @@ class Balancer:
             self._last_save_s = now_s
             return True
         return False
+
+
+# Bled charge per cell over a pack's life is a few capacities; this is far beyond any and
+# keeps a damaged counter from reaching the publishers.
+_MAX_BLED_AH = 1e9
+# The file rounds Ah to 5..7 decimals.
+_ROUNDING_AH = 1e-4
+
+
+def _plan_plausible(
+    target: FloatArray,
+    at_plan: FloatArray,
+    excess: FloatArray,
+    capacity: FloatArray,
+    bled: FloatArray,
+) -> bool:
+    """A restored plan bleeds at most what a plan could ask: never more than a capacity
+    (a damaged target would bleed one cell without end), counted from a past bled count."""
+    if (capacity <= 0).any() or (capacity > _MAX_BLED_AH).any():
+        return False
+    limit = capacity + _ROUNDING_AH
+    for values in (target, excess):
+        if (values < 0).any() or (values > limit).any():
+            return False
+    return not ((at_plan < 0).any() or (at_plan > bled + _ROUNDING_AH).any())
 
 
 __all__ = ["STATE_FILE", "Balancer"]

@@ -205,6 +205,62 @@ def test_counters_survive_a_restart_and_damage_is_refused(tmp_path: Path) -> Non
     assert fresh.load(path) != "" and fresh.bled_ah.tolist() == [0.0] * 8
 
 
+def _plan(**change: object) -> dict[str, object]:
+    plan: dict[str, object] = {
+        "anchored_at_s": None,
+        "target_ah": [0.5] * 8,
+        "bled_at_plan_ah": [0.0] * 8,
+        "excess_ah": [0.5] * 8,
+        "capacity_ah": [100.0] * 8,
+    }
+    plan.update(change)
+    return plan
+
+
+def _payload(**change: object) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "cell_count": 8,
+        "strategy": "soc",
+        "bled_ah": [1.0] * 8,
+        "plan": _plan(),
+    }
+    payload.update(change)
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        # Found by review: each raised OverflowError.
+        pytest.param(_payload(cell_count=float("inf"), bled_ah=[]), "damaged", id="count-inf"),
+        pytest.param(_payload(bled_ah=[10**400] + [0.0] * 7), "damaged", id="bled-huge-int"),
+        pytest.param(_payload(bled_ah=[1e300] * 8), "beyond", id="bled-absurd"),
+        pytest.param(_payload(cell_count="x"), "damaged", id="count-string"),
+        pytest.param(_payload(plan="oops"), "damaged", id="plan-string"),
+        pytest.param(_payload(plan=_plan(target_ah=[1e6] * 8)), "plan damaged", id="target"),
+        pytest.param(_payload(plan=_plan(excess_ah=[-1.0] * 8)), "plan damaged", id="excess"),
+        pytest.param(_payload(plan=_plan(capacity_ah=[0.0] * 8)), "plan damaged", id="cap-0"),
+        pytest.param(
+            _payload(plan=_plan(bled_at_plan_ah=[5.0] * 8)), "plan damaged", id="after-bled"
+        ),
+        pytest.param(_payload(plan=_plan(anchored_at_s=1e999)), "anchor", id="anchor-inf"),
+        pytest.param(_payload(plan=_plan(anchored_at_s=10**400)), "damaged", id="anchor-huge"),
+    ],
+)
+def test_restored_values_no_balancer_could_have_are_refused(
+    payload: dict[str, object], reason: str
+) -> None:
+    balancer = Balancer(dataclasses.replace(CONFIG, strategy="soc"), TOPOLOGY, 1.0)
+    assert reason in balancer.restore_state(payload)
+    assert balancer.bled_ah.tolist() == [0.0] * 8, "nothing taken over"
+
+
+def test_a_plausible_plan_is_taken_over() -> None:
+    balancer = Balancer(dataclasses.replace(CONFIG, strategy="soc"), TOPOLOGY, 1.0)
+    assert balancer.restore_state(_payload()) == ""
+    assert balancer.bled_ah.tolist() == [1.0] * 8
+
+
 def test_bleed_current_for_the_estimator_follows_fresh_feedback_or_the_command() -> None:
     pack, balancer = Pack(), Balancer(CONFIG, TOPOLOGY, 1.0)
     step(balancer, pack.feed(0.0, feedback=[False] * 8))
