@@ -76,11 +76,13 @@ class LatchedFaultStore:
 
     def load(self) -> tuple[Latched, str]:
         """The persisted latched faults and a problem description ("" when fine)."""
-        result = read_state(self.path, KIND, VERSION)
+        # Kept in place: until the daemon's first tick writes the latched set (with
+        # latched_faults_lost), a restart must find the file damaged again, not missing.
+        result = read_state(self.path, KIND, VERSION, keep_bad_in_place=True)
         if result.payload is not None:
             latched = result.payload.get("latched", {})
             if not isinstance(latched, dict):
-                set_aside(self.path)
+                set_aside(self.path, copy=True)
                 return {}, "corrupt (no latched table)"
             good = {key: record for key, value in latched.items() if (record := _record(value))}
             bad = sorted(set(latched) - set(good))
@@ -88,7 +90,7 @@ class LatchedFaultStore:
                 # A checksum proves the bytes, not their sense: an entry we cannot read may
                 # have been a latched fatal fault. Keep the readable ones latched, report the
                 # file damaged (start in FAULT) and keep it for the post-mortem.
-                set_aside(self.path)
+                set_aside(self.path, copy=True)
                 shown = ", ".join(repr(key)[:60] for key in bad[:5])
                 more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
                 return good, f"corrupt (unreadable latched entries: {shown}{more})"

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +74,19 @@ def write_state(path: Path, kind: str, version: int, payload: dict[str, Any]) ->
 
 
 def read_state(
-    path: Path, kind: str, version: int, *, max_age_s: float | None = None
+    path: Path,
+    kind: str,
+    version: int,
+    *,
+    max_age_s: float | None = None,
+    keep_bad_in_place: bool = False,
 ) -> LoadResult:
-    """Load a state file; on any problem return no payload and the reason (never raise)."""
+    """Load a state file; on any problem return no payload and the reason (never raise).
+
+    ``keep_bad_in_place``: a bad file is copied aside, not moved, so that it is found bad
+    again by every load until a good write replaces it (for the latched faults: a restart
+    before that write must not find "no file" and start without them).
+    """
     _remove_leftovers(path)
     try:
         data = path.read_bytes()
@@ -89,7 +100,7 @@ def read_state(
         # A payload nested deeper than the parser's stack (a checksum does not make it sane).
         problem, document, payload = "corrupt (nested too deeply)", None, None
     if document is None or payload is None:
-        set_aside(path)
+        set_aside(path, copy=keep_bad_in_place)
         return LoadResult(None, problem, None)
     age_s = max(0.0, time.time() - float(document["written_at"]))
     if max_age_s is not None and age_s > max_age_s:
@@ -192,7 +203,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def set_aside(path: Path) -> None:
-    """Keep a bad file for inspection; it will be replaced by the next good write."""
+def set_aside(path: Path, *, copy: bool = False) -> None:
+    """Keep a bad file for inspection; it will be replaced by the next good write.
+
+    ``copy``: leave the bad file where it is too (see ``read_state``'s keep_bad_in_place).
+    """
+    aside = path.with_name(path.name + ".bad")
     with contextlib.suppress(OSError):
-        os.replace(path, path.with_name(path.name + ".bad"))
+        if copy:
+            shutil.copyfile(path, aside)
+        else:
+            os.replace(path, aside)

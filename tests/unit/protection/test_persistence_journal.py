@@ -217,6 +217,30 @@ def test_unreadable_entry_makes_the_file_damaged_and_keeps_the_rest_latched(
     assert [level.key for level in state.latched()] == ["module_comm_loss.fatal"]
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"\x00" * 64, id="zeroed"),
+        pytest.param(b"{ torn", id="torn"),
+        pytest.param(
+            sealed_state_file('{"latched": {"cell_voltage_high.fatal": null}}', "latched-faults"),
+            id="null-entry",
+        ),
+    ],
+)
+def test_a_restart_before_the_first_write_finds_the_file_damaged_again(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A crash between start-up and the first tick must not leave "no file" (= not latched)."""
+    path = tmp_path / LATCH_NAME
+    path.write_bytes(content)
+    for _ in range(2):
+        loaded, problem = LatchedFaultStore(tmp_path).load()
+        assert problem and "cell_voltage_high.fatal" not in loaded
+    assert path.read_bytes() == content
+    assert (tmp_path / f"{LATCH_NAME}.bad").read_bytes() == content
+
+
 @pytest.mark.parametrize("table", [None, "yes", [], 3])
 def test_a_latched_table_of_the_wrong_type_is_damaged(tmp_path: Path, table: Any) -> None:
     path = tmp_path / LATCH_NAME
