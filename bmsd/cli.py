@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         "faults", help="list the fault journal and the latched faults; --reset resets them"
     )
     _add_config_args(faults)
-    faults.add_argument("--last", type=int, default=20, help="journal entries to show (0: all)")
+    faults.add_argument(
+        "--last", type=_entry_count, default=20, help="journal entries to show (0: all)"
+    )
     faults.add_argument("--json", action="store_true", help="print JSON lines")
     faults.add_argument(
         "--reset",
@@ -260,27 +262,68 @@ def cmd_faults(args: argparse.Namespace) -> int:
             print(json.dumps(record))
         return EXIT_OK
     if problem:
-        print(f"latched-fault file unusable: {problem}")
-    print(f"latched faults: {', '.join(sorted(latched)) if latched else 'none'}")
+        print(_printable(f"latched-fault file unusable: {problem}"))
+    print(_printable(f"latched faults: {', '.join(sorted(latched)) if latched else 'none'}"))
     if not records:
         print(f"fault journal: empty ({state_dir})")
         return EXIT_OK
-    print(f"fault journal ({len(records)} most recent, oldest first):")
+    lines = [_journal_line(record) for record in records]
+    shown = [line for line in lines if line is not None]
+    print(f"fault journal ({len(shown)} most recent, oldest first):")
+    for line in shown:
+        print(line)
+    skipped = len(lines) - len(shown)
+    if skipped:
+        print(
+            f"({skipped} journal entr{'y' if skipped == 1 else 'ies'} skipped: fields of the "
+            f"wrong type; see {state_dir} or --json)"
+        )
+    return EXIT_OK
+
+
+def _entry_count(text: str) -> int:
+    """--last: a count of journal entries, 0 for all (a negative one showed none, silently)."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, not {count}")
+    return count
+
+
+def _journal_line(record: dict[str, object]) -> str | None:
+    """One journal entry as a line, or None when a field has the wrong type (a line written
+    by another version or damaged): the listing goes on without it."""
+    import math
     import time as time_module
 
-    for record in records:
-        stamp = time_module.strftime(
-            "%Y-%m-%d %H:%M:%S", time_module.localtime(float(record.get("wall_time", 0)))
-        )
-        frame = record.get("freeze_frame") or {}
-        context = (
-            f"  [cells {frame.get('cell_voltage_min_v')}..{frame.get('cell_voltage_max_v')} V, "
-            f"I {frame.get('pack_current_a')} A, mode {frame.get('mode')}]"
-            if frame
-            else ""
-        )
-        print(f"  {stamp}  {record.get('change', '?'):<13} {record.get('message', '')}{context}")
-    return EXIT_OK
+    wall_time = record.get("wall_time", 0)
+    frame = record.get("freeze_frame") or {}
+    if isinstance(wall_time, bool) or not isinstance(wall_time, (int, float)):
+        return None
+    if not isinstance(frame, dict):
+        return None
+    try:
+        seconds = float(wall_time)
+        if not math.isfinite(seconds):
+            return None
+        stamp = time_module.strftime("%Y-%m-%d %H:%M:%S", time_module.localtime(seconds))
+    except (OverflowError, OSError, ValueError):  # beyond the platform's time range
+        return None
+    context = (
+        f"  [cells {frame.get('cell_voltage_min_v')}..{frame.get('cell_voltage_max_v')} V, "
+        f"I {frame.get('pack_current_a')} A, mode {frame.get('mode')}]"
+        if frame
+        else ""
+    )
+    change = str(record.get("change", "?"))
+    return _printable(f"  {stamp}  {change:<13} {record.get('message', '')}{context}")
+
+
+def _printable(text: str) -> str:
+    """Text a terminal can take: a lone surrogate from a "\\ud800" in the file becomes '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
