@@ -196,7 +196,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_setup = LogSetup()
     log_setup.apply(config.logging)
     config_dir = config.path(config.state.directory)
-    config_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a regular file there, a file as a parent, no permission
+        is_file = config_dir.exists() and not config_dir.is_dir()
+        reason = "a file, not a directory" if is_file else exc.strerror or type(exc).__name__
+        print(f"bmsd: state.directory {config_dir}: cannot be used ({reason})", file=sys.stderr)
+        return EXIT_CONFIG
     daemon = Daemon(
         config, config_path=args.config.resolve(), overrides=args.overrides, log_setup=log_setup
     )
