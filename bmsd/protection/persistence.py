@@ -80,7 +80,8 @@ class LatchedFaultStore:
         # latched_faults_lost), a restart must find the file damaged again, not missing.
         result = read_state(self.path, KIND, VERSION, keep_bad_in_place=True)
         if result.payload is not None:
-            latched = result.payload.get("latched", {})
+            # No table at all is damage too: our writer always writes one, if empty.
+            latched = result.payload.get("latched")
             if not isinstance(latched, dict):
                 set_aside(self.path, copy=True)
                 return {}, "corrupt (no latched table)"

@@ -13,11 +13,13 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from tests_support import sealed_state_file
 
 from bmsd.balancing.coordinator import STATE_KIND as BALANCING_KIND
 from bmsd.balancing.coordinator import STATE_VERSION as BALANCING_VERSION
@@ -29,9 +31,11 @@ from bmsd.estimation import EstimationConfig, Estimator
 from bmsd.estimation.trace import read_trace
 from bmsd.model.cell import CellModel
 from bmsd.model.topology import Topology
+from bmsd.protection.faults import initial_state, restore_latched
 from bmsd.protection.persistence import KIND as LATCHED_KIND
 from bmsd.protection.persistence import VERSION as LATCHED_VERSION
 from bmsd.protection.persistence import LatchedFaultStore
+from bmsd.protection.table import FaultSpec, LevelSpec
 from bmsd.publish.inverter.profile import load_profile
 from bmsd.system.statefile import write_state
 
@@ -293,12 +297,15 @@ def test_a_damaged_estimates_file_is_reported_and_the_estimator_left_untouched(
 def _valid_latched_file() -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "latched.json"
-        latched = {"cell_voltage_high.fatal": {"since": 12.5, "count": 1}}
+        latched = {"cell_voltage_high.fatal": {"set_count": 1, "value_at_set": 3.71}}
         write_state(path, LATCHED_KIND, LATCHED_VERSION, {"latched": latched})
         return path.read_bytes()
 
 
 VALID_LATCHED = _valid_latched_file()
+FUZZ_TABLE = {
+    "cell_voltage_high": FaultSpec(quantity="cell_voltage_max_v", fatal=LevelSpec(threshold=3.65))
+}
 
 
 @FUZZ
@@ -311,8 +318,20 @@ def test_a_damaged_latched_fault_file_is_reported_never_raised(content: bytes) -
         assert isinstance(latched, dict)
         if content == VALID_LATCHED:
             assert (set(latched), problem) == ({"cell_voltage_high.fatal"}, "")
-        elif problem:
-            assert latched == {}, "nothing half-loaded from a damaged file"
+        _assert_never_silently_unlatched(latched, problem)
+
+
+def _assert_never_silently_unlatched(
+    latched: dict[str, dict[str, float | int | None]], problem: str
+) -> None:
+    """The latched fault is restored, or the file is reported damaged (the daemon then starts
+    in FAULT, latched_faults_lost); whatever is restored is a well-formed record."""
+    assert "cell_voltage_high.fatal" in latched or problem, "a latched fault silently lost"
+    for record in latched.values():
+        assert set(record) == {"set_count", "value_at_set"}
+        count, value = record["set_count"], record["value_at_set"]
+        assert type(count) is int and count >= 1
+        assert value is None or (type(value) is float and math.isfinite(value))
 
 
 # Data files a config points to: each is mutated in a private copy of its folder, then loaded
@@ -483,3 +502,157 @@ def test_a_damaged_balancing_file_is_reported_never_raised(content: bytes) -> No
             assert not bled.any(), "nothing half-loaded from a damaged file"
         else:
             assert np.all(np.isfinite(bled) & (bled >= 0.0))
+
+
+# -- Sealed payloads: a correct envelope and checksum around wrong-shape or extreme content --
+#
+# A checksum proves the bytes are the ones written, not that the writer was sane (an older
+# version, a bug, a hand edit). Each property takes a real payload, replaces one to three of
+# its values (or the whole payload) with JSON text no writer of ours produces, seals it with
+# a valid envelope and loads it: never a traceback, damage reported, nothing unsafe used.
+
+_DEEP = [50, 5000, 100_000]
+extreme_json = st.one_of(
+    st.sampled_from(
+        [
+            "null",
+            "true",
+            '"x"',
+            '""',
+            '"\\ud800"',  # a lone surrogate as a JSON escape
+            '"\ud800"',  # ... and as a raw character of the payload text
+            "[]",
+            "{}",
+            "Infinity",
+            "-Infinity",
+            "NaN",
+            "1e999",
+            "1e300",
+            "-1e300",
+            "1e-300",
+            "0",
+            "-1",
+            "1" * 401,  # beyond any float
+            "9" * 5000,  # beyond Python's int-digits limit
+            "[1e999, 0.5]",
+            "[" + "1" * 401 + "]",
+            '{"set_count": 1, "value_at_set": null}',
+        ]
+    ),
+    st.sampled_from(_DEEP).map(lambda depth: "[" * depth + "]" * depth),
+    _json_like().map(lambda value: json.dumps(value)),
+)
+
+
+def _paths(value: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every place in a JSON document a value could be replaced."""
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += _paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value[:3]):
+            found += _paths(inner, (*prefix, index))
+    return found
+
+
+def _replace(document: object, path: tuple[str | int, ...], marker: str) -> object:
+    if not path:
+        return marker
+    head, rest = path[0], path[1:]
+    if isinstance(document, dict):
+        return {k: _replace(v, rest, marker) if k == head else v for k, v in document.items()}
+    if not isinstance(document, list):
+        return document  # an outer value was replaced already
+    return [_replace(v, rest, marker) if i == head else v for i, v in enumerate(document)]
+
+
+def _sealed_variants(valid: bytes, kind: str) -> st.SearchStrategy[bytes]:
+    payload = json.loads(json.loads(valid)["payload"])
+    paths = _paths(payload)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> bytes:
+        if draw(st.integers(min_value=0, max_value=9), label="whole") == 0:
+            text = draw(extreme_json, label="payload")  # the whole payload of the wrong shape
+        else:
+            chosen = draw(
+                st.lists(st.sampled_from(paths), min_size=1, max_size=3, unique=True),
+                label="paths",
+            )
+            document: object = payload
+            fragments = {}
+            for index, path in enumerate(chosen):
+                marker = f"@@{index}@@"
+                document = _replace(document, path, marker)
+                fragments[json.dumps(marker)] = draw(extreme_json, label=f"value {path}")
+            text = json.dumps(document)
+            for marker_json, fragment in fragments.items():
+                text = text.replace(marker_json, fragment)
+        event(f"{kind}: sealed")
+        # Written now: the estimates refuse a file older than max_state_age_s.
+        return sealed_state_file(text, kind, written_at=repr(time.time()))
+
+    return build()
+
+
+@FUZZ
+@given(content=_sealed_variants(VALID_LATCHED, LATCHED_KIND))
+def test_a_sealed_latched_file_with_odd_content_is_damaged_never_unlatched(
+    content: bytes,
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LatchedFaultStore(Path(tmp))
+        store.path.write_bytes(content)
+        latched, problem = store.load()
+        if not problem:
+            # Accepted: a well-formed table, every entry restored (a sealed file may say that
+            # nothing is latched; it may not lose an entry it has).
+            saved = json.loads(json.loads(content)["payload"])["latched"]
+            assert set(latched) == set(saved)
+        _assert_never_silently_unlatched(latched, problem or "accepted as written")
+        if problem:
+            assert store.path.with_name(store.path.name + ".bad").exists()
+            # A restart before the first write finds it damaged again (starts in FAULT).
+            assert LatchedFaultStore(Path(tmp)).load()[1]
+        # What start-up does with it: restored levels latched, and never a traceback.
+        state = restore_latched(initial_state(FUZZ_TABLE), latched, 1.0, FUZZ_TABLE)
+        assert {level.key for level in state.latched()} == set(latched) & {
+            "cell_voltage_high.fatal"
+        }
+
+
+@FUZZ
+@given(content=_sealed_variants(VALID_ESTIMATES, "estimates"))
+def test_a_sealed_estimates_file_with_odd_content_is_refused_or_sane(content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "estimates.json"
+        path.write_bytes(content)
+        estimator = Estimator(CELL, 4, 1, EstimationConfig())
+        before = estimator.export_state()
+        reason = estimator.load(path)
+        if reason:
+            assert estimator.export_state() == before, "nothing half-loaded"
+            assert not path.exists() or path.with_name("estimates.json.bad").exists()
+        else:
+            # Used: every number is one the estimator could have made, and saving works.
+            json.dumps(estimator.export_state(), allow_nan=False)
+            assert np.all((estimator.soc >= 0.0) & (estimator.soc <= 1.0))
+            assert np.all(np.isfinite(estimator.soc_std) & (estimator.soc_std > 0.0))
+
+
+@FUZZ
+@given(content=_sealed_variants(VALID_BALANCING, BALANCING_KIND))
+def test_a_sealed_balancing_file_with_odd_content_is_refused_or_sane(content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "balancing.json"
+        path.write_bytes(content)
+        balancer = _balancer()
+        reason = balancer.load(path)
+        state = balancer.export_state()
+        bled = np.asarray(state["bled_ah"])
+        if reason:
+            assert not bled.any(), "nothing half-loaded"
+        else:
+            assert np.all(np.isfinite(bled) & (bled >= 0.0))
+            json.dumps(state, allow_nan=False)
