@@ -167,3 +167,21 @@ def test_malformed_request_on_a_virtual_bus_is_counted_not_raised(
     asyncio.run(run())
     assert link.stats.bad_frames == 1
     assert link.keepalive_seen_at is None and link.stats.requests == 0
+
+
+def test_a_link_that_raises_on_a_frame_costs_the_frame_only(
+    tmp_path: Path, closed_state: tuple[PackState, PackInfo], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, info = closed_state
+    config = load_config(ROOT / "etc" / "sim.toml", two_inverters(tmp_path))
+    service = InverterService(config, info, 0.0)
+    hybrid = service.entries["hybrid"].link
+
+    def broken(message: can.Message, received_at: float) -> bool:
+        raise RuntimeError("a bug in a profile")
+
+    monkeypatch.setattr(hybrid, "on_frame", broken)
+    interface = CanInterface("inverter", config.can["inverter"])
+    receive = service.receiver("inverter", interface)
+    receive(can.Message(arbitration_id=0x305, is_extended_id=False, data=bytes(8)), 1.0)
+    assert hybrid.stats.bad_frames == 1 and interface.stats.unknown_frames == 0
