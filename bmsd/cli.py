@@ -223,11 +223,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.output is None:
         result = replay_log(config, args.log, sys.stdout, every=args.every)
     else:
-        with args.output.open("w", encoding="utf-8") as out:
-            result = replay_log(config, args.log, out, every=args.every)
+        output: Path = args.output
+        if output.exists() and args.log.exists() and output.samefile(args.log):
+            raise BmsdError(f"{output}: the output would overwrite the log being replayed")
+        try:
+            out = output.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise BmsdError(f"{output}: cannot write output: {exc.strerror or exc}") from exc
+        try:
+            with out:
+                result = replay_log(config, args.log, out, every=args.every)
+        except OSError as exc:  # a full disk while writing; reading errors are BmsdErrors
+            raise BmsdError(f"{output}: cannot write output: {exc.strerror or exc}") from exc
+    extra = f", {result.gaps} gaps skipped" if result.gaps else ""
+    if result.reordered:
+        extra += f", {result.reordered} frames out of order"
     print(
         f"replayed {result.frames} frames in {result.ticks} ticks "
-        f"({result.stats.unknown_frames} unknown, {result.stats.decode_errors} undecodable)",
+        f"({result.stats.unknown_frames} unknown, {result.stats.decode_errors} undecodable"
+        f"{extra})",
         file=sys.stderr,
     )
     return EXIT_OK

@@ -59,7 +59,9 @@ class ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket from a killed daemon
-        self._server = await asyncio.start_unix_server(self._handle, path=str(self.path))
+        self._server = await asyncio.start_unix_server(
+            self._handle, path=str(self.path), limit=2 * MAX_LINE_BYTES
+        )
         os.chmod(self.path, 0o660)
 
     async def close(self) -> None:
@@ -73,10 +75,15 @@ class ControlServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
         try:
+            # readline raises ValueError past the reader's limit: the line is never buffered
+            # whole; shorter lines are held to MAX_LINE_BYTES in _answer.
             line = await asyncio.wait_for(reader.readline(), CLIENT_TIMEOUT_S)
             response = await self._answer(line, peer)
         except (TimeoutError, asyncio.LimitOverrunError, ValueError):
             response = {"answer": "illegal", "reason": "no valid request line"}
+        except Exception:  # a bug must still answer the caller and close the connection
+            log.exception("control socket: request from %s failed", peer)
+            response = {"answer": "illegal", "reason": "internal error (logged by the daemon)"}
         writer.write((json.dumps(response) + "\n").encode())
         with contextlib.suppress(ConnectionError):
             await writer.drain()
@@ -93,7 +100,8 @@ class ControlServer:
                 return {"answer": "accepted", "reason": self._explain()}
             request = Request(message["request"])
             origin = str(message.get("origin", "unnamed"))[:200]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
+            # RecursionError: deeply nested JSON ("[[[[..."), well within the length limit.
             choices = ", ".join(r.value for r in Request)
             return {"answer": "illegal", "reason": f'expected {{"request": one of {choices}}}'}
         reply = await self._submit(Command(request, f"control socket ({origin}; {peer})"))

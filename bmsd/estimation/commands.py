@@ -112,6 +112,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     soc, std = estimate_trace(
         cell, trace, initial_soc=args.initial_soc, initial_soc_std=args.initial_soc_std
     )
+    bad = ~(np.isfinite(soc) & np.isfinite(std))
+    if bad.any():  # a backstop behind read_trace's bounds: never write NaN and exit 0
+        row = int(np.argmax(bad))
+        raise BmsdError(
+            f"{args.trace}: the estimate is not finite from time_s {trace.time_s[row]:g} "
+            "on (values the cell model cannot follow); nothing written"
+        )
     try:
         with args.output.open("w", encoding="utf-8") as out:
             out.write("time_s,soc,soc_std\n")

@@ -2,7 +2,9 @@
 
 Used by ``bmsd fit-cell`` and ``bmsd estimate``. Reading validates every row and reports each
 bad line with file, line number and reason (as a :class:`~bmsd.errors.ConfigError`), so a bad
-file never ends in a traceback. ``temp_c`` may be empty on a row (unknown temperature).
+file never ends in a traceback. ``temp_c`` may be empty on a row (unknown temperature). A
+UTF-8 byte-order mark (spreadsheet exports) is accepted. Values beyond :data:`PLAUSIBLE` or a
+time step over :data:`MAX_STEP_S` are refused: they overflowed the estimator into a NaN SOC.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ FloatArray = NDArray[np.float64]
 COLUMNS = ("time_s", "current_a", "voltage_v", "temp_c")
 # Stop collecting after this many bad lines: the file is clearly not a trace.
 _MAX_ISSUES = 20
+# Bounds of a real cell test (|value| at most); beyond them a value is a unit or export error.
+PLAUSIBLE = {
+    "time_s": (1e10, "s"),  # about 317 years
+    "current_a": (1e4, "A"),  # a cell, not a pack
+    "temp_c": (200.0, "°C"),
+}
+MAX_STEP_S = 30 * 86400.0  # a longer pause between two rows is two traces
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +50,7 @@ def read_trace(path: Path) -> Trace:
     """Read and validate a trace CSV; raise ConfigError naming every bad line (up to 20)."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading BOM is not header text
     except FileNotFoundError:
         raise ConfigError([ConfigIssue(source, "", "file not found")]) from None
     except OSError as exc:
@@ -102,6 +111,17 @@ def read_trace(path: Path) -> Trace:
                 issues.append(ConfigIssue(source, f"line {number}", f"{name} is not finite"))
                 bad = True
                 break
+            bound = PLAUSIBLE.get(name)
+            if bound is not None and abs(value) > bound[0]:
+                issues.append(
+                    ConfigIssue(
+                        source,
+                        f"line {number}",
+                        f"{name} {value:g} {bound[1]} is implausible (beyond ±{bound[0]:g})",
+                    )
+                )
+                bad = True
+                break
             parsed[name] = value
         if bad:
             continue
@@ -115,6 +135,16 @@ def read_trace(path: Path) -> Trace:
         if parsed["time_s"] <= last_time:
             issues.append(
                 ConfigIssue(source, f"line {number}", "time_s must increase from row to row")
+            )
+            continue
+        if values and parsed["time_s"] - last_time > MAX_STEP_S:
+            issues.append(
+                ConfigIssue(
+                    source,
+                    f"line {number}",
+                    f"time_s jumps {parsed['time_s'] - last_time:g} s from the row before "
+                    f"(at most {MAX_STEP_S:g} s; split the trace)",
+                )
             )
             continue
         last_time = parsed["time_s"]

@@ -54,7 +54,9 @@ sources it follows and the choice it made where they disagree.
   `inverter_keepalive_lost` (action `warn`, or `stop`: CCL = DCL = 0 after a grace period;
   a start-up grace lets a black start work); `inverter_ignores_limits` warns, then faults,
   when the measured current stays beyond the limits sent (after the inverter's response time)
-  by more than the margin.
+  by more than the margin. Only a frame that decodes as the DBC message (full length) and,
+  for a request, asks for something the profile answers counts; any other frame with that id
+  is dropped and counted in `bmsd_inverter_bad_frames_total`.
 - Fault conditions reach the alarm bits by the quantity their fault watches (cell or pack
   voltage, temperature while charging or discharging, current, spread, contactors, internal
   communication); any other fault raises the general / system flag.

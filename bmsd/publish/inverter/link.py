@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import can
+import cantools
 
 from bmsd.model.state import PackState
 from bmsd.publish.inverter.profile import Profile, SignalSpec, raw_to_physical, signal_range
@@ -62,6 +63,7 @@ class LinkStats:
     frames_sent: Counter[str]
     requests: int = 0
     unknown_requests: int = 0
+    bad_frames: int = 0  # a request or keep-alive id whose data does not decode: dropped
     keepalives: int = 0
     clamped: int = 0
     stale_polls: int = 0
@@ -165,8 +167,10 @@ class InverterLink:
         keepalive = spec.keepalive
         self._keepalive_id: int | None = None
         self._keepalive_extended: bool | None = None
+        self._keepalive_message: Any = None
         if keepalive is not None:
             message = profile.message(keepalive.message)
+            self._keepalive_message = message
             self._keepalive_id = message.frame_id
             self._keepalive_extended = None if keepalive.any_id_type else message.is_extended_frame
         request = spec.request
@@ -196,7 +200,11 @@ class InverterLink:
                 self._enqueue(frame)
 
     def on_frame(self, message: can.Message, received_at: float) -> bool:
-        """A frame from the inverter; True if this profile knows it."""
+        """A frame from the inverter; True if this profile knows its id.
+
+        Only a frame that decodes as the expected request or keep-alive refreshes the
+        keep-alive: garbage with the right id must not keep a dead inverter's limits up. A
+        frame that does not decode is counted (``stats.bad_frames``) and dropped."""
         frame_id = message.arbitration_id
         if self._request is not None:
             request_message, signal, answers = self._request
@@ -204,18 +212,15 @@ class InverterLink:
                 frame_id == request_message.frame_id
                 and message.is_extended_id == request_message.is_extended_frame
             ):
-                # Any request also shows the inverter is alive.
-                self.keepalive_seen_at = received_at
-                try:
-                    decoded = request_message.decode(bytes(message.data), decode_choices=False)
-                except (ValueError, KeyError) as exc:  # cantools raises DecodeError(ValueError)
-                    log.warning("inverter %s: bad request frame %s: %s", self.name, message, exc)
-                    self.stats.unknown_requests += 1
+                decoded = self._decode(request_message, message)
+                if decoded is None:
                     return True
                 frames = answers.get(int(decoded[signal]))
                 if frames is None:
                     self.stats.unknown_requests += 1
                     return True
+                # An answerable request also shows the inverter is alive.
+                self.keepalive_seen_at = received_at
                 self.stats.requests += 1
                 if self.state is not None and not self._is_stale(received_at):
                     for frame in frames:
@@ -229,10 +234,31 @@ class InverterLink:
                 or message.is_extended_id == self._keepalive_extended
             )
         ):
+            assert self._keepalive_message is not None
+            if self._decode(self._keepalive_message, message) is None:
+                return True
             self.keepalive_seen_at = received_at
             self.stats.keepalives += 1
             return True
         return False
+
+    def _decode(self, expected: Any, message: can.Message) -> dict[str, Any] | None:
+        """``message`` decoded as the DBC message ``expected``; None (counted) if it does not."""
+        try:
+            decoded: dict[str, Any] = expected.decode(bytes(message.data), decode_choices=False)
+        except (cantools.database.DecodeError, ValueError, KeyError, TypeError) as exc:
+            # cantools' DecodeError is not a ValueError (45.x: bases cantools.Error only).
+            self.stats.bad_frames += 1
+            if self.stats.bad_frames <= 10 or self.stats.bad_frames % 1000 == 0:
+                log.warning(
+                    "inverter %s: bad frame %s dropped (%d so far): %s",
+                    self.name,
+                    message,
+                    self.stats.bad_frames,
+                    exc,
+                )
+            return None
+        return decoded
 
     # -- output ---------------------------------------------------------------------------
 

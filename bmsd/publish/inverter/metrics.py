@@ -38,7 +38,20 @@ FRAMES_SENT = FamilyDoc(
 REQUESTS = FamilyDoc(
     "bmsd_inverter_requests_total", "counter", ("inverter",), "Inverter requests answered"
 )
-FAMILIES: tuple[FamilyDoc, ...] = (KEEPALIVE_AGE, KEEPALIVE_TIMEOUT, FRAMES_SENT, REQUESTS)
+BAD_FRAMES = FamilyDoc(
+    "bmsd_inverter_bad_frames_total",
+    "counter",
+    ("inverter",),
+    "Frames with the inverter's request or keep-alive id that did not decode (dropped; "
+    "not a keep-alive)",
+)
+FAMILIES: tuple[FamilyDoc, ...] = (
+    KEEPALIVE_AGE,
+    KEEPALIVE_TIMEOUT,
+    FRAMES_SENT,
+    REQUESTS,
+    BAD_FRAMES,
+)
 
 
 class InverterCollector(Collector):
@@ -58,6 +71,7 @@ class InverterCollector(Collector):
         timeout = KEEPALIVE_TIMEOUT.family()
         frames = FRAMES_SENT.family()
         requests = REQUESTS.family()
+        bad = BAD_FRAMES.family()
         for link in self._links():
             spec = link.profile.spec
             if spec.keepalive is not None:
@@ -69,7 +83,9 @@ class InverterCollector(Collector):
             for frame in link.profile.sent_frames():
                 frames.add_metric([link.name, frame], float(link.stats.frames_sent[frame]))
             requests.add_metric([link.name], float(link.stats.requests))
+            bad.add_metric([link.name], float(link.stats.bad_frames))
         yield age
         yield timeout
         yield frames
         yield requests
+        yield bad

@@ -120,7 +120,13 @@ class InverterService:
         def on_frame(message: can.Message, received_at: float) -> None:
             known = False
             for link in links:
-                known = link.on_frame(message, received_at) or known
+                try:
+                    known = link.on_frame(message, received_at) or known
+                except Exception:  # a frame no link can handle is counted and dropped
+                    # A bug, not bad data (that is counted inside the link): logged each time.
+                    log.exception("inverter %s: frame %s dropped", link.name, message)
+                    link.stats.bad_frames += 1
+                    known = True
             if known:
                 wake.set()
             elif count:

@@ -45,7 +45,20 @@ def _serve_one(tmp_path: Path, line: bytes) -> tuple[dict[str, str], list[Comman
 
 @pytest.mark.parametrize(
     "line",
-    [b"[1]\n", b'"reset"\n', b"42\n", b"null\n", b"{not json\n", b'{"request": "fly"}\n', b"\n"],
+    [
+        b"[1]\n",
+        b'"reset"\n',
+        b"42\n",
+        b"null\n",
+        b"{not json\n",
+        b'{"request": "fly"}\n',
+        b"\n",
+        b"[" * 2000 + b"]" * 2000 + b"\n",  # RecursionError in json, under the length limit
+        b'{"request": ' + b"[" * 3000 + b"\n",
+        b"[" * 100_000 + b"\n",  # past the reader's limit
+        b'{"request": "reset", "origin": "' + b"x" * 5000 + b'"}\n',  # over MAX_LINE_BYTES
+    ],
+    ids=lambda line: repr(line[:20]) + f"...{len(line)}",
 )
 def test_a_malformed_request_line_gets_an_illegal_answer(tmp_path: Path, line: bytes) -> None:
     reply, submitted = _serve_one(tmp_path, line)

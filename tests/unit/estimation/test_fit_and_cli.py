@@ -4,6 +4,7 @@ on good CSV files and fail with a clear message (no traceback) on bad ones."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,12 @@ def test_fit_cell_then_estimate_on_good_csv(tmp_path: Path, nmc: CellModel, trac
         ("time_s,current_a,voltage_v,temp_c\n0,1,3.7,25\n1,1\n", "fields"),
         ("time_s,current_a,voltage_v,temp_c\n0,1,3700,25\n1,1,3.7,25\n", "implausible"),
         ("time_s,current_a,voltage_v,temp_c\n0,1,3.7,25\n", "two data rows"),
+        # Finite but absurd: these overflowed the estimator into a NaN SOC with exit 0.
+        ("time_s,current_a,voltage_v,temp_c\n0,0,3.3,25\n1,1e308,3.29,25\n", "line 3"),
+        ("time_s,current_a,voltage_v,temp_c\n0,0,3.3,25\n1,1e308,3.29,25\n", "current_a"),
+        ("time_s,current_a,voltage_v,temp_c\n0,0,3.3,25\n1e300,-1,3.29,25\n", "time_s"),
+        ("time_s,current_a,voltage_v,temp_c\n0,0,3.3,25\n1e7,-1,3.29,25\n", "jumps"),
+        ("time_s,current_a,voltage_v,temp_c\n0,0,3.3,25\n1,-1,3.29,1e6\n", "temp_c"),
     ],
 )
 def test_bad_csv_is_a_config_error_naming_file_and_line(
@@ -173,6 +180,33 @@ def test_bad_csv_is_a_config_error_naming_file_and_line(
         read_trace(path)
     text = str(info.value)
     assert str(path) in text and reason in text
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbftime_s,current_a,voltage_v,temp_c\r\n0,0,3.3,25\r\n1,1,3.3,25\r\n"
+    )
+    assert len(read_trace(path)) == 2
+
+
+def test_estimate_never_writes_a_non_finite_soc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backstop behind the trace bounds, for whatever else makes the filter diverge.
+    from bmsd.estimation import commands
+
+    def diverged(*_: object, **__: object) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([0.5, math.nan]), np.array([0.01, math.nan])
+
+    monkeypatch.setattr(commands, "estimate_trace", diverged)
+    path = tmp_path / "t.csv"
+    path.write_text("time_s,current_a,voltage_v,temp_c\n0,1,3.7,25\n1,1,3.7,25\n")
+    out = tmp_path / "soc.csv"
+    argv = ["estimate", "--cell", str(CELLS_DIR / "nmc_100ah.toml"), str(path), "-o", str(out)]
+    with pytest.raises(BmsdError, match="not finite from time_s 1"):
+        run(argv)
+    assert not out.exists()
 
 
 def test_temperature_may_be_empty(tmp_path: Path) -> None:

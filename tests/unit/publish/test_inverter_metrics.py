@@ -37,6 +37,7 @@ def test_collector_exports_keepalive_frames_and_requests(
     lv.poll(t0 + 1.0)
     lv.on_frame(can.Message(arbitration_id=0x305, is_extended_id=False, data=bytes(8)), t0 + 1.5)
     hv.on_frame(can.Message(arbitration_id=0x4200, is_extended_id=True, data=bytes(8)), t0 + 2.0)
+    hv.on_frame(can.Message(arbitration_id=0x4200, is_extended_id=True, data=b"\x00"), t0 + 3.0)
     clock[0] = t0 + 4.0
 
     def value(name: str, **labels: str) -> float | None:
@@ -72,6 +73,8 @@ def test_collector_exports_keepalive_frames_and_requests(
     )
     assert value("bmsd_inverter_requests_total", inverter="inv_pylontech_hv") == 1.0
     assert value("bmsd_inverter_requests_total", inverter="inv_pylontech_lv") == 0.0
+    assert value("bmsd_inverter_bad_frames_total", inverter="inv_pylontech_hv") == 1.0
+    assert value("bmsd_inverter_bad_frames_total", inverter="inv_pylontech_lv") == 0.0
     text = generate_latest(registry).decode()
     # Served exactly as declared (and so as docs/metrics.md lists them).
     served = {(f.name, f.type, f.documentation) for f in text_string_to_metric_families(text)}

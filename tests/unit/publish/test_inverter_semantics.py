@@ -268,3 +268,44 @@ def test_keepalive_stop_zeroes_the_limits(closed_state: tuple[PackState, PackInf
     stopped = link.values(t0 + 16.01)
     assert stopped["charge_current_a"] == stopped["discharge_current_a"] == 0.0
     assert stopped["charge_enable"] == 0.0 and stopped["charge_voltage_v"] > 0
+
+
+# Every profile's inverter-side frame (request or keep-alive), as (profile, id, extended).
+INBOUND = [
+    ("pylontech_hv", 0x4200, True),
+    ("pylontech_lv", 0x305, False),
+    ("pylontech_lv", 0x305, True),
+    ("sma_si", 0x305, False),
+    ("victron", 0x305, False),
+]
+
+
+@pytest.mark.parametrize(("name", "frame_id", "extended"), INBOUND)
+@pytest.mark.parametrize("data", [b"", b"\x00", bytes(7)])
+def test_malformed_inbound_frame_is_counted_dropped_and_no_keepalive(
+    closed_state: tuple[PackState, PackInfo],
+    name: str,
+    frame_id: int,
+    extended: bool,
+    data: bytes,
+) -> None:
+    state, info = closed_state
+    link = _link(name, state, info, stale_after_s=100.0, keepalive_timeout_s=10.0)
+    t0 = state.time_s
+    short = can.Message(arbitration_id=frame_id, is_extended_id=extended, data=data)
+    assert link.on_frame(short, t0 + 1.0)  # its id is known: not counted as unknown too
+    assert link.stats.bad_frames == 1
+    assert link.keepalive_seen_at is None  # garbage is no sign of a live inverter
+    assert link.stats.requests == link.stats.keepalives == 0
+    assert link.poll(t0 + 1.0) == [] or name != "pylontech_hv"  # nothing answered
+    good = can.Message(arbitration_id=frame_id, is_extended_id=extended, data=bytes(8))
+    assert link.on_frame(good, t0 + 2.0)
+    assert link.keepalive_seen_at == t0 + 2.0 and link.stats.bad_frames == 1
+
+
+def test_unknown_request_type_is_no_keepalive(closed_state: tuple[PackState, PackInfo]) -> None:
+    state, info = closed_state
+    link = _link("pylontech_hv", state, info, stale_after_s=100.0)
+    unknown = can.Message(arbitration_id=0x4200, is_extended_id=True, data=bytes([7]) + bytes(7))
+    assert link.on_frame(unknown, state.time_s)
+    assert link.stats.unknown_requests == 1 and link.keepalive_seen_at is None

@@ -132,3 +132,56 @@ def test_no_inverters_registers_nothing(closed_state: tuple[PackState, PackInfo]
     external = ExternalInputs()
     service.register_supervision(external)
     assert external.values(0.0) == {}
+
+
+def test_malformed_request_on_a_virtual_bus_is_counted_not_raised(
+    tmp_path: Path, closed_state: tuple[PackState, PackInfo]
+) -> None:
+    # The reviewer's case: a Pylontech HV request 0x4200 with one data byte, through the real
+    # bus reader (a cantools DecodeError escaped the link and was never counted).
+    state, info = closed_state
+    config = load_config(
+        ROOT / "etc" / "sim.toml",
+        (
+            f"can.inverter.channel='svc-bad-{tmp_path.name}'",
+            "inverters.hv.profile='inverters/pylontech_hv.toml'",
+            "inverters.hv.bus='inverter'",
+        ),
+    )
+    service = InverterService(config, info, time.monotonic())
+    link = service.entries["hv"].link
+
+    async def run() -> None:
+        bus = CanInterface("inverter", config.can["inverter"])
+        bus.open()
+        bus.start_receiving(asyncio.get_running_loop(), service.receiver("inverter", bus))
+        service.on_state(dataclasses.replace(state, time_s=time.monotonic()))
+        peer = can.Bus(interface="virtual", channel=config.can["inverter"].channel)
+        peer.send(can.Message(arbitration_id=0x4200, is_extended_id=True, data=b"\x00"))
+        deadline = time.monotonic() + 2.0
+        while link.stats.bad_frames == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        peer.shutdown()
+        bus.close()
+
+    asyncio.run(run())
+    assert link.stats.bad_frames == 1
+    assert link.keepalive_seen_at is None and link.stats.requests == 0
+
+
+def test_a_link_that_raises_on_a_frame_costs_the_frame_only(
+    tmp_path: Path, closed_state: tuple[PackState, PackInfo], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, info = closed_state
+    config = load_config(ROOT / "etc" / "sim.toml", two_inverters(tmp_path))
+    service = InverterService(config, info, 0.0)
+    hybrid = service.entries["hybrid"].link
+
+    def broken(message: can.Message, received_at: float) -> bool:
+        raise RuntimeError("a bug in a profile")
+
+    monkeypatch.setattr(hybrid, "on_frame", broken)
+    interface = CanInterface("inverter", config.can["inverter"])
+    receive = service.receiver("inverter", interface)
+    receive(can.Message(arbitration_id=0x305, is_extended_id=False, data=bytes(8)), 1.0)
+    assert hybrid.stats.bad_frames == 1 and interface.stats.unknown_frames == 0
