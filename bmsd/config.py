@@ -22,9 +22,11 @@ from bmsd.protection.table import FaultSpec
 from bmsd.publish.inverter.profile import ForceChargeSpec
 from bmsd.publish.modbus.config import ModbusConfig
 from bmsd.schema import (
+    check_nesting,
     deep_merge,
     doc,
     doc_factory,
+    file_problem,
     has_dotted,
     must_be_positive,
     parse,
@@ -923,6 +925,7 @@ def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
+    check_nesting(raw, str(path))  # before deepcopy, which recurses
     raw_file = copy.deepcopy(raw)  # what this file itself says, for naming sources
     base_dir = path.resolve().parent
     layers: list[tuple[str, str, dict[str, Any]]] = []  # (file, key prefix, data)
@@ -970,7 +973,7 @@ def _merge_defaults(
         try:
             layer = read_toml(file_path)
         except ConfigError as exc:
-            reason = f"{exc.issues[0].reason}: {file_path}"
+            reason = f"{exc.issues[0].reason}: {_shown(file_path)}"
             issues.append(ConfigIssue(str(path), f"{section}.defaults[{index}]", reason))
             continue
         layers.append((str(file_path), prefix, layer))
@@ -989,16 +992,17 @@ def _merge_defaults(
 
 
 def _check_files(config: Config, path: Path) -> None:
-    """Referenced files must exist; reported like any other key."""
+    """Referenced files must exist and load; reported like any other key."""
     issues = []
     for key, value in (
         ("pack.cell_file", config.pack.cell_file),
         ("acquisition.protocol", config.acquisition.protocol),
     ):
-        if not config.path(value).is_file():
-            issues.append(ConfigIssue(str(path), key, f"file not found: {config.path(value)}"))
+        problem = file_problem(config.path(value))
+        if problem is not None:
+            issues.append(ConfigIssue(str(path), key, f"{problem}: {_shown(config.path(value))}"))
     cell_path = config.path(config.pack.cell_file)
-    if cell_path.is_file():
+    if file_problem(cell_path) is None:
         from bmsd.model.cell import load_cell_file  # the cell model imports numpy: load late
 
         cell = load_cell_file(cell_path)
@@ -1012,14 +1016,30 @@ def _check_files(config: Config, path: Path) -> None:
                 )
             )
     if config.sim.enabled and config.sim.load.kind == "csv":
+        from bmsd.sim.load import CsvLoad
+
         csv_path = config.path(config.sim.load.csv_file)
-        if not csv_path.is_file():
+        problem = file_problem(csv_path)
+        if problem is not None:
             issues.append(
-                ConfigIssue(str(path), "sim.load.csv_file", f"file not found: {csv_path}")
+                ConfigIssue(str(path), "sim.load.csv_file", f"{problem}: {_shown(csv_path)}")
             )
+        else:
+            # Parsed here in full, as the simulator will (loop=True): a bad row must fail
+            # check-config, not the running daemon.
+            try:
+                CsvLoad(csv_path, loop=True)
+            except ConfigError as exc:
+                issues.extend(exc.issues)
     issues += _check_inverter_profiles(config, path)
     if issues:
         raise ConfigError(issues)
+
+
+def _shown(path: Path) -> str:
+    """A path for a message, shortened if absurdly long (a 5000-character value)."""
+    text = str(path)
+    return text if len(text) <= 300 else f"{text[:150]}...{text[-100:]} ({len(text)} characters)"
 
 
 def _check_inverter_profiles(config: Config, path: Path) -> list[ConfigIssue]:
@@ -1029,10 +1049,11 @@ def _check_inverter_profiles(config: Config, path: Path) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     for name, inverter in config.inverters.items():
         profile_path = config.path(inverter.profile)
-        if not profile_path.is_file():
+        problem = file_problem(profile_path)
+        if problem is not None:
             issues.append(
                 ConfigIssue(
-                    str(path), f"inverters.{name}.profile", f"file not found: {profile_path}"
+                    str(path), f"inverters.{name}.profile", f"{problem}: {_shown(profile_path)}"
                 )
             )
             continue

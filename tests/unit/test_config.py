@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -193,7 +194,7 @@ def test_relative_paths_resolve_against_the_config_directory(
     shutil.copytree(ETC / "limits", tmp_path / "conf" / "limits")
     shutil.copytree(ETC / "inverters", tmp_path / "conf" / "inverters")
     shutil.copytree(ETC.parent / "dbc", tmp_path / "dbc")  # profiles name ../../dbc/...
-    (tmp_path / "conf" / "load.csv").write_text("time_s,current_a\n0,10\n", encoding="utf-8")
+    (tmp_path / "conf" / "load.csv").write_text("time_s,current_a\n0,10\n60,10\n", encoding="utf-8")
     path = tmp_path / "conf" / "bmsd.toml"
     data = tomllib.loads(SIM_TOML.read_text(encoding="utf-8"))  # relative paths, as shipped
     apply(data, {"sim.load.kind": "csv", "sim.load.csv_file": "load.csv"})
@@ -224,7 +225,18 @@ def case(id: str, changes: Mapping[str, Any], *expected: tuple[str, ...]) -> Any
 
 FAULT = {"kind": "cell_drift", "start_s": 10.0, "module": 0, "cell": 0, "value": 0.5}
 
+HUGE_INT = 10**400  # beyond float's range: float() raises OverflowError
+
 CASES = [
+    # numbers beyond range: an integer too big for a float, or for 64 bits
+    case("huge-int-for-a-number", {"control.tick_s": HUGE_INT}, ("control.tick_s", "out of range")),
+    case("huge-negative-int", {"sim.load.current_a": -HUGE_INT}, ("sim.load.current_a", "range")),
+    case("int-beyond-64-bits", {"pack.strings": 2**64}, ("pack.strings", "out of range")),
+    case(
+        "huge-int-in-fault-level",
+        {"protection.faults.cell_voltage_high.fatal.threshold": HUGE_INT},
+        ("protection.faults.cell_voltage_high.fatal.threshold", "out of range"),
+    ),
     # unknown keys, at every level of nesting
     case("unknown-top-level", {"colour": "red"}, ("colour", "unknown key")),
     case("unknown-in-table", {"pack.cell_count": 64}, ("pack.cell_count", "unknown key")),
@@ -1123,6 +1135,85 @@ def test_a_directory_is_not_a_cell_file(tmp_path: Path) -> None:
     path = write_config(tmp_path, {"pack.cell_file": str(tmp_path)})
     (issue,) = issues_of(path)
     assert issue.key == "pack.cell_file"
+
+
+@pytest.mark.parametrize(
+    "key", ["pack.cell_file", "acquisition.protocol", "sim.load.csv_file", "inverters.x.profile"]
+)
+def test_a_path_too_long_for_the_os_is_a_clear_error(tmp_path: Path, key: str) -> None:
+    changes: dict[str, Any] = {key: "a" * 5000}
+    if key.startswith("sim."):
+        changes["sim.load.kind"] = "csv"
+    if key.startswith("inverters."):
+        changes["inverters.x.bus"] = "slaves"
+    path = write_config(tmp_path, changes)
+    (issue,) = issues_of(path)
+    assert issue.key == key
+    assert issue.reason.startswith("cannot read: File name too long")
+    assert len(issue.reason) < 500  # the 5000 characters are not repeated
+
+
+def test_a_fifo_is_not_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # opening it for reading would block for ever
+    path = write_config(tmp_path, {"limits.defaults": [str(fifo)]})
+    (issue,) = issues_of(path)
+    assert issue.key == "limits.defaults[0]"
+    assert "not a regular file" in issue.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("time_s,current_a\n0,abc\n60,1\n", "'abc' is not a number"),
+        ("time_s,current_a\n", "no data rows"),
+        ("time_s,current_a\n0,1\n60,1\n30,1\n", "not after the previous"),
+        ("time_s,current_a\n0,1\n", "loop needs at least two rows"),  # as the simulator loops
+    ],
+)
+def test_the_csv_load_file_is_checked_in_full(tmp_path: Path, text: str, fragment: str) -> None:
+    (tmp_path / "load.csv").write_text(text, encoding="utf-8")
+    path = write_config(tmp_path, {"sim.load.kind": "csv", "sim.load.csv_file": "load.csv"})
+    issues = issues_of(path)
+    assert {issue.file for issue in issues} == {str(tmp_path.resolve() / "load.csv")}
+    assert any(fragment in issue.reason for issue in issues)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x = " + "[" * 500 + "1" + "]" * 500,
+        "x = " + "{a = " * 500 + "1" + "}" * 500,
+        "[" + ".".join(["t"] * 3000) + "]\nx = 1\n",
+        ".".join(["t"] * 3000) + " = 1\n",
+    ],
+    ids=["arrays", "inline-tables", "table-header", "dotted-key"],
+)
+def test_deep_nesting_in_a_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text(text, encoding="utf-8")
+    (issue,) = issues_of(path)
+    assert (issue.file, issue.key) == (str(path), "")
+    assert "nested too deeply" in issue.reason
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["x=" + "[" * 500 + "1" + "]" * 500, ".".join(["t"] * 3000) + "=1"],
+    ids=["value", "key"],
+)
+def test_deep_nesting_in_an_override_is_a_clear_error(tmp_path: Path, override: str) -> None:
+    (issue,) = issues_of(write_config(tmp_path), [override])
+    assert "nested too deeply" in issue.reason
+
+
+def test_deep_nesting_in_a_defaults_file_names_that_file(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 500 + "1" + "]" * 500, encoding="utf-8")
+    path = write_config(tmp_path, {"limits.defaults": [str(deep)]})
+    (issue,) = issues_of(path)
+    assert issue.key == "limits.defaults[0]"
+    assert "nested too deeply" in issue.reason and str(deep) in issue.reason
 
 
 # --- the fault table: protection.defaults files merged, then this file's overrides ----------
