@@ -18,7 +18,7 @@ from bmsd.errors import ConfigError, ConfigIssue
 from bmsd.estimation.settings import EstimationConfig
 from bmsd.model.faults import FaultLevel
 from bmsd.protection.limits import LimitsConfig
-from bmsd.protection.table import FaultSpec
+from bmsd.protection.table import MAX_FATAL_SET_DELAY_S, FaultSpec
 from bmsd.publish.inverter.profile import ForceChargeSpec
 from bmsd.publish.modbus.config import ModbusConfig
 from bmsd.schema import (
@@ -38,6 +38,39 @@ from bmsd.schema import (
 Chemistry = Literal["LFP", "NMC"]
 
 
+def _at_most(obj: object, limits: dict[str, float], unit: str) -> list[tuple[str, str]]:
+    """For a ``check()``: (key, reason) for each number above its upper bound. A safety time
+    set absurdly long (1e300) silently disables what it times, so each has one."""
+    return [
+        (key, f"must be at most {limit:g} {unit}")
+        for key, limit in limits.items()
+        if getattr(obj, key) > limit
+    ]
+
+
+# Upper bounds of the acquisition timeouts: past them a reading counts as valid though it no
+# longer tracks the cell. Temperatures move slowly and are sent less often, so allow more.
+_ACQUISITION_MAX_TIMEOUTS_S = {
+    "module_timeout_s": 60.0,
+    "temp_timeout_s": 300.0,
+    "current_sensor_timeout_s": 10.0,
+    "switchbox_timeout_s": 10.0,
+}
+
+# Upper bounds of the contactor sequence's times (shipped: 0.5, 3, 2, 10, 0.5 s).
+_CONTACTOR_MAX_TIMES_S = {
+    "feedback_timeout_s": 10.0,
+    "precharge_timeout_s": 60.0,
+    "open_wait_s": 10.0,
+    "weld_check_delay_s": 600.0,
+    "command_timeout_s": 10.0,
+}
+
+# Longest a fatal level may take to trip once its condition holds: debounce_samples ticks plus
+# its set delay. The shipped tables need at most 50 ticks of 10 s (the slowest tick) + 30 s.
+MAX_FATAL_REACTION_S = 600.0
+
+
 @dataclass(frozen=True, slots=True)
 class PackConfig:
     """Pack topology: strings of modules of series cells, and the cells' chemistry."""
@@ -54,16 +87,18 @@ class PackConfig:
         "CAN node id of each module, string by string, in series order from the negative end"
     )
     strings: int = doc("Parallel strings in the pack", default=1)
-    cells_in_parallel: int = doc("Cells in parallel in each cell group", default=1)
+    cells_in_parallel: int = doc("Cells in parallel in each cell group (1 to 1000)", default=1)
     cell_capacity_ah: float = doc(
         "Nominal capacity of one cell; 0 takes it from the cell file", unit="Ah", default=0.0
     )
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        for key in ("strings", "modules_per_string", "cells_per_module", "cells_in_parallel"):
+        for key in ("strings", "modules_per_string", "cells_per_module"):
             if getattr(self, key) < 1:
                 problems.append((key, "must be at least 1"))
+        if not 1 <= self.cells_in_parallel <= 1000:  # capacity and currents scale by it
+            problems.append(("cells_in_parallel", "must be between 1 and 1000"))
         if not 0 <= self.temps_per_module <= 64:
             problems.append(("temps_per_module", "must be between 0 and 64"))
         if not 1 <= self.cells_per_module <= 255:
@@ -163,18 +198,22 @@ class AcquisitionConfig:
     bus: str = doc("Name of the bus (a key of [can]) the slaves and current sensor are on")
     protocol: str = doc("Slave protocol file: DBC files and message-to-reading mapping")
     module_timeout_s: float = doc(
-        "A module's readings are stale after this long without a frame", unit="s", default=1.0
+        "A module's readings are stale after this long without a frame (at most 60: stale "
+        "readings still count as valid until then)",
+        unit="s",
+        default=1.0,
     )
     temp_timeout_s: float = doc(
-        "A temperature is stale after this long (slaves send them less often than voltages)",
+        "A temperature is stale after this long (slaves send them less often than voltages; "
+        "at most 300)",
         unit="s",
         default=3.0,
     )
     current_sensor_timeout_s: float = doc(
-        "Pack current and voltage are stale after this long", unit="s", default=0.5
+        "Pack current and voltage are stale after this long (at most 10)", unit="s", default=0.5
     )
     switchbox_timeout_s: float = doc(
-        "Contactor feedback is stale after this long", unit="s", default=0.5
+        "Contactor feedback is stale after this long (at most 10)", unit="s", default=0.5
     )
     current_rest_band_a: float = doc(
         "A current reading within ±this is 'at rest': an unchanged reading there is not "
@@ -207,6 +246,7 @@ class AcquisitionConfig:
             "current_sensor_timeout_s",
             "switchbox_timeout_s",
         )
+        problems += _at_most(self, _ACQUISITION_MAX_TIMEOUTS_S, "s")
         for key in ("cell_voltage_range_v", "temp_range_c", "current_range_a"):
             low, high = getattr(self, key)
             if low >= high:
@@ -223,27 +263,39 @@ class ContactorConfig:
         default=True,
     )
     feedback_timeout_s: float = doc(
-        "A contactor must confirm a command within this time", unit="s", default=0.5
+        "A contactor must confirm a command within this time (at most 10; contactors "
+        "switch in well under a second)",
+        unit="s",
+        default=0.5,
     )
     precharge_voltage_share: float = doc(
         "Precharge is done when the bus reaches this share of the pack voltage", default=0.95
     )
     precharge_timeout_s: float = doc(
-        "Precharge must be done within this time", unit="s", default=3.0
+        "Precharge must be done within this time (at most 60: a precharge resistor is rated "
+        "for seconds, not minutes, of current into a short)",
+        unit="s",
+        default=3.0,
     )
     break_current_a: float = doc(
-        "Highest current the contactors may break without waiting", unit="A", default=5.0
+        "Highest current the contactors may break without waiting (0 to 1000; set it to the "
+        "contactor's rated breaking current for repeated operation)",
+        unit="A",
+        default=5.0,
     )
     open_wait_s: float = doc(
-        "Under load, wait at most this long for the current to fall before opening",
+        "Under load, wait at most this long for the current to fall before opening (at most "
+        "10: it delays every fatal reaction under load)",
         unit="s",
         default=2.0,
     )
     weld_check_delay_s: float = doc(
-        "After opening, judge weld (current, bus voltage) from this time on", unit="s", default=10.0
+        "After opening, judge weld (current, bus voltage) from this time on (at most 600)",
+        unit="s",
+        default=10.0,
     )
     command_timeout_s: float = doc(
-        "Timeout sent to the switch box: it opens by itself without fresh commands",
+        "Timeout sent to the switch box: it opens by itself without fresh commands (at most 10)",
         unit="s",
         default=0.5,
     )
@@ -260,8 +312,9 @@ class ContactorConfig:
             "weld_check_delay_s",
             "command_timeout_s",
         )
-        if self.break_current_a < 0:
-            problems.append(("break_current_a", "must not be negative"))
+        problems += _at_most(self, _CONTACTOR_MAX_TIMES_S, "s")
+        if not 0 <= self.break_current_a <= 1000:
+            problems.append(("break_current_a", "must be between 0 and 1000 A"))
         return problems
 
 
@@ -826,6 +879,19 @@ class Config:
                     (
                         f"sim.soc_offsets[{index}].cell",
                         f"must be below {self.pack.cells_per_module}",
+                    )
+                )
+        for fault_id, spec in self.protection.faults.items():
+            fatal = spec.fatal
+            if not spec.enabled or fatal is None or fatal.set_delay_s > MAX_FATAL_SET_DELAY_S:
+                continue  # a set delay too long on its own is reported under the fault
+            reaction_s = fatal.debounce_samples * self.control.tick_s + fatal.set_delay_s
+            if reaction_s > MAX_FATAL_REACTION_S:
+                problems.append(
+                    (
+                        f"protection.faults.{fault_id}.fatal.debounce_samples",
+                        f"{fatal.debounce_samples} ticks of control.tick_s plus set_delay_s "
+                        f"take {reaction_s:g} s to trip; at most {MAX_FATAL_REACTION_S:g} s",
                     )
                 )
         problems.extend(self._limits_inside_faults())

@@ -482,7 +482,12 @@ RULES = [
     case(
         "pack-parallel-zero",
         {"pack.cells_in_parallel": 0},
-        ("pack.cells_in_parallel", "must be at least 1"),
+        ("pack.cells_in_parallel", "must be between 1 and 1000"),
+    ),
+    case(
+        "pack-parallel-huge",
+        {"pack.cells_in_parallel": 2**63 - 1},
+        ("pack.cells_in_parallel", "must be between 1 and 1000"),
     ),
     case(
         "pack-temps-negative",
@@ -646,12 +651,38 @@ RULES = [
     case(
         "level-set-delay-negative",
         {"protection.faults.module_comm_loss.fatal.set_delay_s": -1.0},
-        ("protection.faults.module_comm_loss.fatal.set_delay_s", "must not be negative"),
+        ("protection.faults.module_comm_loss.fatal.set_delay_s", "between 0 and 3600 s"),
+    ),
+    case(
+        "level-set-delay-huge",  # 1e300 s would disable the level
+        {"protection.faults.temp_spread.warning.set_delay_s": 1e300},
+        ("protection.faults.temp_spread.warning.set_delay_s", "between 0 and 3600 s"),
+    ),
+    case(
+        "level-clear-delay-huge",
+        {"protection.faults.temp_spread.warning.clear_delay_s": 3600.5},
+        ("protection.faults.temp_spread.warning.clear_delay_s", "between 0 and 3600 s"),
+    ),
+    case(
+        "fatal-set-delay-over-60",
+        {"protection.faults.module_comm_loss.fatal.set_delay_s": 60.5},
+        ("protection.faults.module_comm_loss.fatal.set_delay_s", "at most 60 s on a fatal"),
+    ),
+    case(
+        "fatal-set-delay-1e300",
+        {"protection.faults.cell_voltage_high.fatal.set_delay_s": 1e300},
+        ("protection.faults.cell_voltage_high.fatal.set_delay_s", "between 0 and 3600 s"),
+        ("protection.faults.cell_voltage_high.fatal.set_delay_s", "at most 60 s on a fatal"),
+    ),
+    case(
+        "fatal-reaction-too-slow",  # 10000 ticks of 0.1 s: 1000 s before the level trips
+        {"protection.faults.cell_voltage_high.fatal.debounce_samples": 10_000},
+        ("protection.faults.cell_voltage_high.fatal.debounce_samples", "to trip; at most 600 s"),
     ),
     case(
         "level-clear-delay-negative",
         {"protection.faults.module_comm_loss.warning.clear_delay_s": -1.0},
-        ("protection.faults.module_comm_loss.warning.clear_delay_s", "must not be negative"),
+        ("protection.faults.module_comm_loss.warning.clear_delay_s", "between 0 and 3600 s"),
     ),
     # FaultSpec
     case(
@@ -770,7 +801,38 @@ RULES = [
     case(
         "contactor-break-current-negative",
         {"protection.contactors.break_current_a": -1.0},
-        ("protection.contactors.break_current_a", "must not be negative"),
+        ("protection.contactors.break_current_a", "must be between 0 and 1000 A"),
+    ),
+    case(
+        "contactor-break-current-huge",
+        {"protection.contactors.break_current_a": 1e300},
+        ("protection.contactors.break_current_a", "must be between 0 and 1000 A"),
+    ),
+    *(
+        case(
+            f"contactor-{key}-too-long",
+            {f"protection.contactors.{key}": limit * 1.01},
+            (f"protection.contactors.{key}", f"must be at most {limit:g} s"),
+        )
+        for key, limit in [
+            ("feedback_timeout_s", 10),
+            ("precharge_timeout_s", 60),
+            ("open_wait_s", 10),
+            ("weld_check_delay_s", 600),
+        ]
+    ),
+    *(
+        case(
+            f"acquisition-{key}-too-long",
+            {f"acquisition.{key}": 1e300},
+            (f"acquisition.{key}", f"must be at most {limit:g} s"),
+        )
+        for key, limit in [
+            ("module_timeout_s", 60),
+            ("temp_timeout_s", 300),
+            ("current_sensor_timeout_s", 10),
+            ("switchbox_timeout_s", 10),
+        ]
     ),
     # ControlConfig
     case(
