@@ -97,7 +97,9 @@ class FaultSpec:
         if not levels:
             return [("", "needs at least one of info, warning, fatal")]
         problems: list[tuple[str, str]] = []
-        if self.fatal is not None and self.fatal.set_delay_s > MAX_FATAL_SET_DELAY_S:
+        if self.fatal is not None and (
+            MAX_FATAL_SET_DELAY_S < self.fatal.set_delay_s <= MAX_DELAY_S  # beyond: said already
+        ):
             problems.append(
                 (
                     "fatal.set_delay_s",
