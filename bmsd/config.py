@@ -71,6 +71,11 @@ _CONTACTOR_MAX_TIMES_S = {
 MAX_FATAL_REACTION_S = 600.0
 
 
+# The cell file's capacity bound (bmsd.model.cell.CAPACITY_RANGE_AH; not imported from there:
+# it loads numpy, which config loading avoids).
+CELL_CAPACITY_RANGE_AH = (0.1, 10_000.0)
+
+
 @dataclass(frozen=True, slots=True)
 class PackConfig:
     """Pack topology: strings of modules of series cells, and the cells' chemistry."""
@@ -89,7 +94,9 @@ class PackConfig:
     strings: int = doc("Parallel strings in the pack", default=1)
     cells_in_parallel: int = doc("Cells in parallel in each cell group (1 to 1000)", default=1)
     cell_capacity_ah: float = doc(
-        "Nominal capacity of one cell; 0 takes it from the cell file", unit="Ah", default=0.0
+        "Nominal capacity of one cell (0.1 to 10000); 0 takes it from the cell file",
+        unit="Ah",
+        default=0.0,
     )
 
     def check(self) -> list[tuple[str, str]]:
@@ -103,8 +110,12 @@ class PackConfig:
             problems.append(("temps_per_module", "must be between 0 and 64"))
         if not 1 <= self.cells_per_module <= 255:
             problems.append(("cells_per_module", "must be between 1 and 255"))
-        if self.cell_capacity_ah < 0:
-            problems.append(("cell_capacity_ah", "must not be negative"))
+        low_ah, high_ah = CELL_CAPACITY_RANGE_AH
+        if self.cell_capacity_ah != 0 and not low_ah <= self.cell_capacity_ah <= high_ah:
+            # As the cell file's bound: 5e-324 Ah divided by zero in the control loop.
+            problems.append(
+                ("cell_capacity_ah", f"must be 0 (the cell file's) or {low_ah:g} to {high_ah:g}")
+            )
         expected = self.strings * self.modules_per_string
         if len(self.module_node_ids) != expected:
             problems.append(

@@ -339,3 +339,10 @@ def test_implausible_values_are_refused(
 def test_values_at_the_bounds_are_accepted(tmp_path: Path, replace: tuple[str, str]) -> None:
     assert replace[0] in GOOD_TOML
     load_cell_file(write(tmp_path, GOOD_TOML.replace(*replace, 1)))
+
+
+def test_the_config_bounds_a_capacity_override_as_the_cell_file_does() -> None:
+    from bmsd.config import CELL_CAPACITY_RANGE_AH
+    from bmsd.model.cell import CAPACITY_RANGE_AH
+
+    assert CELL_CAPACITY_RANGE_AH == CAPACITY_RANGE_AH
