@@ -669,7 +669,9 @@ class InverterSupervisionConfig:
 
     keepalive: bool = doc("Supervise the profile's keep-alive frame", default=True)
     keepalive_timeout_s: float | None = doc(
-        "Keep-alive lost after this age; default: the profile's timeout", unit="s", default=None
+        "Keep-alive lost after this age (at most 3600); default: the profile's timeout",
+        unit="s",
+        default=None,
     )
     keepalive_action: Literal["warn", "stop"] = doc(
         "warn: warning in the fault table only; stop: also send CCL = DCL = 0 once overdue "
@@ -677,16 +679,22 @@ class InverterSupervisionConfig:
         default="warn",
     )
     keepalive_grace_s: float = doc(
-        "action stop: how long past the timeout before the currents go to 0", unit="s", default=30.0
+        "action stop: how long past the timeout before the currents go to 0 (at most 3600)",
+        unit="s",
+        default=30.0,
     )
     startup_grace_s: float = doc(
-        "After start, not judged until the first keep-alive or this long (black start)",
+        "After start, not judged until the first keep-alive or this long (black start; at "
+        "most 3600)",
         unit="s",
         default=300.0,
     )
     limit_check: bool = doc("Check that the inverter obeys the sent current limits", default=True)
     limit_margin_a: float = doc(
-        "Measured current may exceed the sent limit by this much", unit="A", default=5.0
+        "Measured current may exceed the sent limit by this much (not beyond the current "
+        "sensor's range)",
+        unit="A",
+        default=5.0,
     )
     limit_response_s: float = doc(
         "Time the inverter has to follow a lowered limit (the SI needs about 10 s)",
@@ -705,6 +713,16 @@ class InverterSupervisionConfig:
         ]
         if self.keepalive_timeout_s is not None and not self.keepalive_timeout_s > 0:
             problems.append(("keepalive_timeout_s", "must be positive"))
+        # An hour at most: longer (1e300 was accepted) switches the supervision off unseen.
+        problems += _at_most(
+            self,
+            {
+                key: 3600.0
+                for key in ("keepalive_grace_s", "startup_grace_s")
+                + (("keepalive_timeout_s",) if self.keepalive_timeout_s is not None else ())
+            },
+            "s",
+        )
         return problems
 
 
@@ -903,6 +921,35 @@ class Config:
                         f"protection.faults.{fault_id}.fatal.debounce_samples",
                         f"{fatal.debounce_samples} ticks of control.tick_s plus set_delay_s "
                         f"take {reaction_s:g} s to trip; at most {MAX_FATAL_REACTION_S:g} s",
+                    )
+                )
+        # A current limit or margin beyond what the sensor can measure is never enforced.
+        sensor_low_a, sensor_high_a = self.acquisition.current_range_a
+        sensor_valid = sensor_low_a < sensor_high_a  # else reported under [acquisition]
+        if sensor_valid and self.limits.max_charge_current_a > sensor_high_a:
+            problems.append(
+                (
+                    "limits.max_charge_current_a",
+                    f"must not exceed the current sensor's range (acquisition.current_range_a "
+                    f"up to {sensor_high_a:g} A)",
+                )
+            )
+        if sensor_valid and self.limits.max_discharge_current_a > -sensor_low_a:
+            problems.append(
+                (
+                    "limits.max_discharge_current_a",
+                    f"must not exceed the current sensor's range (acquisition.current_range_a "
+                    f"down to {sensor_low_a:g} A)",
+                )
+            )
+        sensor_span_a = max(abs(sensor_low_a), abs(sensor_high_a))
+        for name, inverter in self.inverters.items():
+            if sensor_valid and inverter.supervision.limit_margin_a > sensor_span_a:
+                problems.append(
+                    (
+                        f"inverters.{name}.supervision.limit_margin_a",
+                        f"must not exceed the current sensor's range ({sensor_span_a:g} A): "
+                        "the limits-obeyed check would never trip",
                     )
                 )
         problems.extend(self._limits_inside_faults())

@@ -601,6 +601,50 @@ RULES = [
         {"modbus.max_connections_per_address": 1001},
         ("modbus.max_connections_per_address", "must be between 0 and 1000"),
     ),
+    case(
+        "modbus-state-age-huge",
+        {"modbus.max_state_age_s": 1e300},
+        ("modbus.max_state_age_s", "must be at most 3600 s"),
+    ),
+    case(
+        "ems-heartbeat-timeout-huge",
+        {"modbus.ems_heartbeat.timeout_s": 1e300},
+        ("modbus.ems_heartbeat.timeout_s", "must be at most 3600 s"),
+    ),
+    # safety values beyond what they can mean
+    case(
+        "limits-max-charge-beyond-sensor",  # default sensor range ±2000 A
+        {"limits.max_charge_current_a": 1e300},
+        ("limits.max_charge_current_a", "must not exceed the current sensor's range"),
+    ),
+    case(
+        "limits-max-discharge-beyond-sensor",
+        {"acquisition.current_range_a": [-100.0, 2000.0], "limits.max_discharge_current_a": 101.0},
+        ("limits.max_discharge_current_a", "down to -100 A"),
+    ),
+    case(
+        "inverter-limit-margin-beyond-sensor",
+        {"inverters.hybrid.supervision.limit_margin_a": 1e300},
+        ("inverters.hybrid.supervision.limit_margin_a", "would never trip"),
+    ),
+    *(
+        case(
+            f"inverter-{key}-huge",
+            {f"inverters.hybrid.supervision.{key}": 1e300},
+            (f"inverters.hybrid.supervision.{key}", "must be at most 3600 s"),
+        )
+        for key in ("keepalive_timeout_s", "keepalive_grace_s", "startup_grace_s")
+    ),
+    case(
+        "balancing-board-temp-limit-huge",
+        {"balancing.board_temp_limit_c": 1e300},
+        ("balancing.board_temp_limit_c", "must be between 0 and 125 °C"),
+    ),
+    case(
+        "balancing-board-temp-limit-negative-huge",
+        {"balancing.board_temp_limit_c": -1e300},
+        ("balancing.board_temp_limit_c", "must be between 0 and 125 °C"),
+    ),
     # AcquisitionConfig
     case(
         "acq-module-timeout-zero",
