@@ -31,6 +31,7 @@ from bmsd.schema import (
     must_be_positive,
     parse,
     parse_override,
+    path_name_problem,
     read_toml,
     set_dotted,
 )
@@ -1123,6 +1124,15 @@ def _check_files(config: Config, path: Path) -> None:
         ("acquisition.protocol", config.acquisition.protocol),
     ):
         problem = file_problem(config.path(value))
+        if problem is not None:
+            issues.append(ConfigIssue(str(path), key, f"{problem}: {_shown(config.path(value))}"))
+    # Paths bmsd creates: a name the OS refuses would surface as a traceback at start.
+    created = [("state.directory", config.state.directory)]
+    created += [
+        (f"can.{name}.record", bus.record) for name, bus in config.can.items() if bus.record
+    ]
+    for key, value in created:
+        problem = path_name_problem(config.path(value))
         if problem is not None:
             issues.append(ConfigIssue(str(path), key, f"{problem}: {_shown(config.path(value))}"))
     cell_path = config.path(config.pack.cell_file)

@@ -17,6 +17,7 @@ the generated configuration reference.
 from __future__ import annotations
 
 import dataclasses
+import os
 import stat
 import tomllib
 import types
@@ -291,6 +292,26 @@ def file_problem(path: Path) -> str | None:
         return f"cannot read: {getattr(exc, 'strerror', None) or exc}"
     if not stat.S_ISREG(mode):
         return "cannot read: not a regular file"
+    return None
+
+
+# Linux limits (NAME_MAX, PATH_MAX): a longer name fails every system call with ENAMETOOLONG.
+_NAME_MAX_BYTES = 255
+_PATH_MAX_BYTES = 4095
+
+
+def path_name_problem(path: Path) -> str | None:
+    """Why the OS would refuse ``path`` as a name whatever exists (too long, a NUL byte), or
+    None; for paths bmsd creates, which :func:`file_problem` cannot check beforehand."""
+    text = str(path)
+    if "\x00" in text:
+        return "contains a NUL character"
+    encoded = os.fsencode(text)
+    if len(encoded) > _PATH_MAX_BYTES:
+        return f"path longer than {_PATH_MAX_BYTES} bytes ({len(encoded)})"
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > _NAME_MAX_BYTES:
+        return f"a path component is longer than {_NAME_MAX_BYTES} bytes ({longest})"
     return None
 
 

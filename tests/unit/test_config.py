@@ -1268,6 +1268,23 @@ def test_a_path_too_long_for_the_os_is_a_clear_error(tmp_path: Path, key: str) -
     assert len(issue.reason) < 500  # the 5000 characters are not repeated
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("state.directory", "a" * 5000, "path longer than 4095 bytes"),
+        ("state.directory", "state/" + "b" * 256, "a path component is longer than 255 bytes"),
+        ("can.slaves.record", "r" * 300 + ".asc", "a path component is longer than 255"),
+        ("state.directory", "st\x00ate", "contains a NUL character"),
+    ],
+)
+def test_a_path_bmsd_creates_must_be_a_name_the_os_takes(
+    tmp_path: Path, key: str, value: str, reason: str
+) -> None:
+    (issue,) = issues_of(write_config(tmp_path, {key: value}))
+    assert issue.key == key
+    assert issue.reason.startswith(reason)
+
+
 def test_a_fifo_is_not_read(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)  # opening it for reading would block for ever
