@@ -229,7 +229,8 @@ class AcquisitionConfig:
     )
     current_rest_band_a: float = doc(
         "A current reading within ±this is 'at rest': an unchanged reading there is not "
-        "judged frozen (many sensors clamp small currents to exactly 0)",
+        "judged frozen (many sensors clamp small currents to exactly 0); not negative, and "
+        "below limits.max_charge_current_a and max_discharge_current_a",
         unit="A",
         default=1.0,
     )
@@ -259,6 +260,8 @@ class AcquisitionConfig:
             "switchbox_timeout_s",
         )
         problems += _at_most(self, _ACQUISITION_MAX_TIMEOUTS_S, "s")
+        if self.current_rest_band_a < 0:
+            problems.append(("current_rest_band_a", "must not be negative"))
         for key in ("cell_voltage_range_v", "temp_range_c", "current_range_a"):
             low, high = getattr(self, key)
             if low >= high:
@@ -361,7 +364,8 @@ class ProtectionConfig:
         default=(),
     )
     charge_detect_a: float = doc(
-        "Above this current the pack counts as charging (charge temperature window)",
+        "Above this current the pack counts as charging (charge temperature window); below "
+        "limits.max_charge_current_a",
         unit="A",
         default=1.0,
     )
@@ -941,6 +945,27 @@ class Config:
                     "limits.max_discharge_current_a",
                     f"must not exceed the current sensor's range (acquisition.current_range_a "
                     f"down to {sensor_low_a:g} A)",
+                )
+            )
+        # Thresholds at or above the largest allowed current would never be crossed: charging
+        # never detected (no charge temperature window), every current 'at rest' (a frozen
+        # current sensor never noticed).
+        limits = self.limits
+        if self.protection.charge_detect_a >= limits.max_charge_current_a:
+            problems.append(
+                (
+                    "protection.charge_detect_a",
+                    "must lie below limits.max_charge_current_a "
+                    f"({limits.max_charge_current_a:g} A)",
+                )
+            )
+        smaller_max_a = min(limits.max_charge_current_a, limits.max_discharge_current_a)
+        if self.acquisition.current_rest_band_a >= smaller_max_a:
+            problems.append(
+                (
+                    "acquisition.current_rest_band_a",
+                    "must lie below limits.max_charge_current_a and max_discharge_current_a "
+                    f"({smaller_max_a:g} A)",
                 )
             )
         sensor_span_a = max(abs(sensor_low_a), abs(sensor_high_a))

@@ -623,6 +623,21 @@ RULES = [
         ("limits.max_discharge_current_a", "down to -100 A"),
     ),
     case(
+        "charge-detect-above-max-charge",  # charging never detected: no charge temp window
+        {"protection.charge_detect_a": 1e300},
+        ("protection.charge_detect_a", "must lie below limits.max_charge_current_a"),
+    ),
+    case(
+        "rest-band-above-max-current",  # every current 'at rest': a frozen sensor unnoticed
+        {"acquisition.current_rest_band_a": 1e300},
+        ("acquisition.current_rest_band_a", "must lie below limits.max_charge_current_a"),
+    ),
+    case(
+        "rest-band-negative",
+        {"acquisition.current_rest_band_a": -1e300},
+        ("acquisition.current_rest_band_a", "must not be negative"),
+    ),
+    case(
         "inverter-limit-margin-beyond-sensor",
         {"inverters.hybrid.supervision.limit_margin_a": 1e300},
         ("inverters.hybrid.supervision.limit_margin_a", "would never trip"),
