@@ -378,18 +378,44 @@ COMMANDS = {
 }
 
 
+def _report_config_error(exc: ConfigError) -> int:
+    print(f"bmsd: invalid configuration ({len(exc.issues)} problem(s)):", file=sys.stderr)
+    for issue in exc.issues:
+        print(f"  {issue}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside a (nested) exception group."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         handler = COMMANDS.get(args.command) or ESTIMATION_COMMANDS[args.command]
         return handler(args)
     except ConfigError as exc:
-        print(f"bmsd: invalid configuration ({len(exc.issues)} problem(s)):", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _report_config_error(exc)
     except BmsdError as exc:
         print(f"bmsd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BaseExceptionGroup as group:
+        # An error raised inside an asyncio TaskGroup arrives wrapped (and possibly nested);
+        # ours are reported as usual, anything else keeps its traceback.
+        leaves = _leaves(group)
+        if not leaves or not all(isinstance(leaf, BmsdError) for leaf in leaves):
+            raise
+        config_errors = [leaf for leaf in leaves if isinstance(leaf, ConfigError)]
+        if config_errors:
+            return _report_config_error(
+                ConfigError(issue for error in config_errors for issue in error.issues)
+            )
+        for leaf in leaves:
+            print(f"bmsd: {leaf}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK

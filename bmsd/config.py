@@ -18,22 +18,63 @@ from bmsd.errors import ConfigError, ConfigIssue
 from bmsd.estimation.settings import EstimationConfig
 from bmsd.model.faults import FaultLevel
 from bmsd.protection.limits import LimitsConfig
-from bmsd.protection.table import FaultSpec
+from bmsd.protection.table import MAX_FATAL_SET_DELAY_S, FaultSpec
 from bmsd.publish.inverter.profile import ForceChargeSpec
 from bmsd.publish.modbus.config import ModbusConfig
 from bmsd.schema import (
+    check_nesting,
     deep_merge,
     doc,
     doc_factory,
+    file_problem,
     has_dotted,
     must_be_positive,
     parse,
     parse_override,
+    path_name_problem,
     read_toml,
     set_dotted,
 )
 
 Chemistry = Literal["LFP", "NMC"]
+
+
+def _at_most(obj: object, limits: dict[str, float], unit: str) -> list[tuple[str, str]]:
+    """For a ``check()``: (key, reason) for each number above its upper bound. A safety time
+    set absurdly long (1e300) silently disables what it times, so each has one."""
+    return [
+        (key, f"must be at most {limit:g} {unit}")
+        for key, limit in limits.items()
+        if getattr(obj, key) > limit
+    ]
+
+
+# Upper bounds of the acquisition timeouts: past them a reading counts as valid though it no
+# longer tracks the cell. Temperatures move slowly and are sent less often, so allow more.
+_ACQUISITION_MAX_TIMEOUTS_S = {
+    "module_timeout_s": 60.0,
+    "temp_timeout_s": 300.0,
+    "current_sensor_timeout_s": 10.0,
+    "switchbox_timeout_s": 10.0,
+}
+
+# Upper bounds of the contactor sequence's times (shipped: 0.5, 3, 2, 10, 0.5 s).
+_CONTACTOR_MAX_TIMES_S = {
+    "feedback_timeout_s": 10.0,
+    "precharge_timeout_s": 60.0,
+    "open_wait_s": 10.0,
+    "weld_check_delay_s": 600.0,
+    "command_timeout_s": 10.0,
+}
+
+# Longest a fatal level may take to trip once its condition holds: debounce_samples ticks plus
+# its set delay. The shipped tables need at most 50 ticks of 10 s (the slowest tick) + 30 s.
+MAX_FATAL_REACTION_S = 600.0
+
+
+# The cell file's capacity bound (bmsd.model.cell.CAPACITY_RANGE_AH; not imported from there:
+# it loads numpy, which config loading avoids).
+CELL_CAPACITY_RANGE_AH = (0.1, 10_000.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,22 +93,30 @@ class PackConfig:
         "CAN node id of each module, string by string, in series order from the negative end"
     )
     strings: int = doc("Parallel strings in the pack", default=1)
-    cells_in_parallel: int = doc("Cells in parallel in each cell group", default=1)
+    cells_in_parallel: int = doc("Cells in parallel in each cell group (1 to 1000)", default=1)
     cell_capacity_ah: float = doc(
-        "Nominal capacity of one cell; 0 takes it from the cell file", unit="Ah", default=0.0
+        "Nominal capacity of one cell (0.1 to 10000); 0 takes it from the cell file",
+        unit="Ah",
+        default=0.0,
     )
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        for key in ("strings", "modules_per_string", "cells_per_module", "cells_in_parallel"):
+        for key in ("strings", "modules_per_string", "cells_per_module"):
             if getattr(self, key) < 1:
                 problems.append((key, "must be at least 1"))
+        if not 1 <= self.cells_in_parallel <= 1000:  # capacity and currents scale by it
+            problems.append(("cells_in_parallel", "must be between 1 and 1000"))
         if not 0 <= self.temps_per_module <= 64:
             problems.append(("temps_per_module", "must be between 0 and 64"))
         if not 1 <= self.cells_per_module <= 255:
             problems.append(("cells_per_module", "must be between 1 and 255"))
-        if self.cell_capacity_ah < 0:
-            problems.append(("cell_capacity_ah", "must not be negative"))
+        low_ah, high_ah = CELL_CAPACITY_RANGE_AH
+        if self.cell_capacity_ah != 0 and not low_ah <= self.cell_capacity_ah <= high_ah:
+            # As the cell file's bound: 5e-324 Ah divided by zero in the control loop.
+            problems.append(
+                ("cell_capacity_ah", f"must be 0 (the cell file's) or {low_ah:g} to {high_ah:g}")
+            )
         expected = self.strings * self.modules_per_string
         if len(self.module_node_ids) != expected:
             problems.append(
@@ -161,22 +210,27 @@ class AcquisitionConfig:
     bus: str = doc("Name of the bus (a key of [can]) the slaves and current sensor are on")
     protocol: str = doc("Slave protocol file: DBC files and message-to-reading mapping")
     module_timeout_s: float = doc(
-        "A module's readings are stale after this long without a frame", unit="s", default=1.0
+        "A module's readings are stale after this long without a frame (at most 60: stale "
+        "readings still count as valid until then)",
+        unit="s",
+        default=1.0,
     )
     temp_timeout_s: float = doc(
-        "A temperature is stale after this long (slaves send them less often than voltages)",
+        "A temperature is stale after this long (slaves send them less often than voltages; "
+        "at most 300)",
         unit="s",
         default=3.0,
     )
     current_sensor_timeout_s: float = doc(
-        "Pack current and voltage are stale after this long", unit="s", default=0.5
+        "Pack current and voltage are stale after this long (at most 10)", unit="s", default=0.5
     )
     switchbox_timeout_s: float = doc(
-        "Contactor feedback is stale after this long", unit="s", default=0.5
+        "Contactor feedback is stale after this long (at most 10)", unit="s", default=0.5
     )
     current_rest_band_a: float = doc(
         "A current reading within ±this is 'at rest': an unchanged reading there is not "
-        "judged frozen (many sensors clamp small currents to exactly 0)",
+        "judged frozen (many sensors clamp small currents to exactly 0); not negative, and "
+        "below limits.max_charge_current_a and max_discharge_current_a",
         unit="A",
         default=1.0,
     )
@@ -205,6 +259,9 @@ class AcquisitionConfig:
             "current_sensor_timeout_s",
             "switchbox_timeout_s",
         )
+        problems += _at_most(self, _ACQUISITION_MAX_TIMEOUTS_S, "s")
+        if self.current_rest_band_a < 0:
+            problems.append(("current_rest_band_a", "must not be negative"))
         for key in ("cell_voltage_range_v", "temp_range_c", "current_range_a"):
             low, high = getattr(self, key)
             if low >= high:
@@ -221,27 +278,39 @@ class ContactorConfig:
         default=True,
     )
     feedback_timeout_s: float = doc(
-        "A contactor must confirm a command within this time", unit="s", default=0.5
+        "A contactor must confirm a command within this time (at most 10; contactors "
+        "switch in well under a second)",
+        unit="s",
+        default=0.5,
     )
     precharge_voltage_share: float = doc(
         "Precharge is done when the bus reaches this share of the pack voltage", default=0.95
     )
     precharge_timeout_s: float = doc(
-        "Precharge must be done within this time", unit="s", default=3.0
+        "Precharge must be done within this time (at most 60: a precharge resistor is rated "
+        "for seconds, not minutes, of current into a short)",
+        unit="s",
+        default=3.0,
     )
     break_current_a: float = doc(
-        "Highest current the contactors may break without waiting", unit="A", default=5.0
+        "Highest current the contactors may break without waiting (0 to 1000; set it to the "
+        "contactor's rated breaking current for repeated operation)",
+        unit="A",
+        default=5.0,
     )
     open_wait_s: float = doc(
-        "Under load, wait at most this long for the current to fall before opening",
+        "Under load, wait at most this long for the current to fall before opening (at most "
+        "10: it delays every fatal reaction under load)",
         unit="s",
         default=2.0,
     )
     weld_check_delay_s: float = doc(
-        "After opening, judge weld (current, bus voltage) from this time on", unit="s", default=10.0
+        "After opening, judge weld (current, bus voltage) from this time on (at most 600)",
+        unit="s",
+        default=10.0,
     )
     command_timeout_s: float = doc(
-        "Timeout sent to the switch box: it opens by itself without fresh commands",
+        "Timeout sent to the switch box: it opens by itself without fresh commands (at most 10)",
         unit="s",
         default=0.5,
     )
@@ -258,8 +327,9 @@ class ContactorConfig:
             "weld_check_delay_s",
             "command_timeout_s",
         )
-        if self.break_current_a < 0:
-            problems.append(("break_current_a", "must not be negative"))
+        problems += _at_most(self, _CONTACTOR_MAX_TIMES_S, "s")
+        if not 0 <= self.break_current_a <= 1000:
+            problems.append(("break_current_a", "must be between 0 and 1000 A"))
         return problems
 
 
@@ -294,7 +364,8 @@ class ProtectionConfig:
         default=(),
     )
     charge_detect_a: float = doc(
-        "Above this current the pack counts as charging (charge temperature window)",
+        "Above this current the pack counts as charging (charge temperature window); below "
+        "limits.max_charge_current_a",
         unit="A",
         default=1.0,
     )
@@ -603,7 +674,9 @@ class InverterSupervisionConfig:
 
     keepalive: bool = doc("Supervise the profile's keep-alive frame", default=True)
     keepalive_timeout_s: float | None = doc(
-        "Keep-alive lost after this age; default: the profile's timeout", unit="s", default=None
+        "Keep-alive lost after this age (at most 3600); default: the profile's timeout",
+        unit="s",
+        default=None,
     )
     keepalive_action: Literal["warn", "stop"] = doc(
         "warn: warning in the fault table only; stop: also send CCL = DCL = 0 once overdue "
@@ -611,16 +684,22 @@ class InverterSupervisionConfig:
         default="warn",
     )
     keepalive_grace_s: float = doc(
-        "action stop: how long past the timeout before the currents go to 0", unit="s", default=30.0
+        "action stop: how long past the timeout before the currents go to 0 (at most 3600)",
+        unit="s",
+        default=30.0,
     )
     startup_grace_s: float = doc(
-        "After start, not judged until the first keep-alive or this long (black start)",
+        "After start, not judged until the first keep-alive or this long (black start; at "
+        "most 3600)",
         unit="s",
         default=300.0,
     )
     limit_check: bool = doc("Check that the inverter obeys the sent current limits", default=True)
     limit_margin_a: float = doc(
-        "Measured current may exceed the sent limit by this much", unit="A", default=5.0
+        "Measured current may exceed the sent limit by this much (not beyond the current "
+        "sensor's range)",
+        unit="A",
+        default=5.0,
     )
     limit_response_s: float = doc(
         "Time the inverter has to follow a lowered limit (the SI needs about 10 s)",
@@ -639,6 +718,16 @@ class InverterSupervisionConfig:
         ]
         if self.keepalive_timeout_s is not None and not self.keepalive_timeout_s > 0:
             problems.append(("keepalive_timeout_s", "must be positive"))
+        # An hour at most: longer (1e300 was accepted) switches the supervision off unseen.
+        problems += _at_most(
+            self,
+            {
+                key: 3600.0
+                for key in ("keepalive_grace_s", "startup_grace_s")
+                + (("keepalive_timeout_s",) if self.keepalive_timeout_s is not None else ())
+            },
+            "s",
+        )
         return problems
 
 
@@ -826,6 +915,69 @@ class Config:
                         f"must be below {self.pack.cells_per_module}",
                     )
                 )
+        for fault_id, spec in self.protection.faults.items():
+            fatal = spec.fatal
+            if not spec.enabled or fatal is None or fatal.set_delay_s > MAX_FATAL_SET_DELAY_S:
+                continue  # a set delay too long on its own is reported under the fault
+            reaction_s = fatal.debounce_samples * self.control.tick_s + fatal.set_delay_s
+            if reaction_s > MAX_FATAL_REACTION_S:
+                problems.append(
+                    (
+                        f"protection.faults.{fault_id}.fatal.debounce_samples",
+                        f"{fatal.debounce_samples} ticks of control.tick_s plus set_delay_s "
+                        f"take {reaction_s:g} s to trip; at most {MAX_FATAL_REACTION_S:g} s",
+                    )
+                )
+        # A current limit or margin beyond what the sensor can measure is never enforced.
+        sensor_low_a, sensor_high_a = self.acquisition.current_range_a
+        sensor_valid = sensor_low_a < sensor_high_a  # else reported under [acquisition]
+        if sensor_valid and self.limits.max_charge_current_a > sensor_high_a:
+            problems.append(
+                (
+                    "limits.max_charge_current_a",
+                    f"must not exceed the current sensor's range (acquisition.current_range_a "
+                    f"up to {sensor_high_a:g} A)",
+                )
+            )
+        if sensor_valid and self.limits.max_discharge_current_a > -sensor_low_a:
+            problems.append(
+                (
+                    "limits.max_discharge_current_a",
+                    f"must not exceed the current sensor's range (acquisition.current_range_a "
+                    f"down to {sensor_low_a:g} A)",
+                )
+            )
+        # Thresholds at or above the largest allowed current would never be crossed: charging
+        # never detected (no charge temperature window), every current 'at rest' (a frozen
+        # current sensor never noticed).
+        limits = self.limits
+        if self.protection.charge_detect_a >= limits.max_charge_current_a:
+            problems.append(
+                (
+                    "protection.charge_detect_a",
+                    "must lie below limits.max_charge_current_a "
+                    f"({limits.max_charge_current_a:g} A)",
+                )
+            )
+        smaller_max_a = min(limits.max_charge_current_a, limits.max_discharge_current_a)
+        if self.acquisition.current_rest_band_a >= smaller_max_a:
+            problems.append(
+                (
+                    "acquisition.current_rest_band_a",
+                    "must lie below limits.max_charge_current_a and max_discharge_current_a "
+                    f"({smaller_max_a:g} A)",
+                )
+            )
+        sensor_span_a = max(abs(sensor_low_a), abs(sensor_high_a))
+        for name, inverter in self.inverters.items():
+            if sensor_valid and inverter.supervision.limit_margin_a > sensor_span_a:
+                problems.append(
+                    (
+                        f"inverters.{name}.supervision.limit_margin_a",
+                        f"must not exceed the current sensor's range ({sensor_span_a:g} A): "
+                        "the limits-obeyed check would never trip",
+                    )
+                )
         problems.extend(self._limits_inside_faults())
         problems.extend(self._balancing_reachable())
         low, high = self.acquisition.cell_voltage_range_v
@@ -923,6 +1075,7 @@ def load_config(path: Path, overrides: tuple[str, ...] = ()) -> Config:
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
+    check_nesting(raw, str(path))  # before deepcopy, which recurses
     raw_file = copy.deepcopy(raw)  # what this file itself says, for naming sources
     base_dir = path.resolve().parent
     layers: list[tuple[str, str, dict[str, Any]]] = []  # (file, key prefix, data)
@@ -970,7 +1123,7 @@ def _merge_defaults(
         try:
             layer = read_toml(file_path)
         except ConfigError as exc:
-            reason = f"{exc.issues[0].reason}: {file_path}"
+            reason = f"{exc.issues[0].reason}: {_shown(file_path)}"
             issues.append(ConfigIssue(str(path), f"{section}.defaults[{index}]", reason))
             continue
         layers.append((str(file_path), prefix, layer))
@@ -989,16 +1142,26 @@ def _merge_defaults(
 
 
 def _check_files(config: Config, path: Path) -> None:
-    """Referenced files must exist; reported like any other key."""
+    """Referenced files must exist and load; reported like any other key."""
     issues = []
     for key, value in (
         ("pack.cell_file", config.pack.cell_file),
         ("acquisition.protocol", config.acquisition.protocol),
     ):
-        if not config.path(value).is_file():
-            issues.append(ConfigIssue(str(path), key, f"file not found: {config.path(value)}"))
+        problem = file_problem(config.path(value))
+        if problem is not None:
+            issues.append(ConfigIssue(str(path), key, f"{problem}: {_shown(config.path(value))}"))
+    # Paths bmsd creates: a name the OS refuses would surface as a traceback at start.
+    created = [("state.directory", config.state.directory)]
+    created += [
+        (f"can.{name}.record", bus.record) for name, bus in config.can.items() if bus.record
+    ]
+    for key, value in created:
+        problem = path_name_problem(config.path(value))
+        if problem is not None:
+            issues.append(ConfigIssue(str(path), key, f"{problem}: {_shown(config.path(value))}"))
     cell_path = config.path(config.pack.cell_file)
-    if cell_path.is_file():
+    if file_problem(cell_path) is None:
         from bmsd.model.cell import load_cell_file  # the cell model imports numpy: load late
 
         cell = load_cell_file(cell_path)
@@ -1012,14 +1175,30 @@ def _check_files(config: Config, path: Path) -> None:
                 )
             )
     if config.sim.enabled and config.sim.load.kind == "csv":
+        from bmsd.sim.load import CsvLoad
+
         csv_path = config.path(config.sim.load.csv_file)
-        if not csv_path.is_file():
+        problem = file_problem(csv_path)
+        if problem is not None:
             issues.append(
-                ConfigIssue(str(path), "sim.load.csv_file", f"file not found: {csv_path}")
+                ConfigIssue(str(path), "sim.load.csv_file", f"{problem}: {_shown(csv_path)}")
             )
+        else:
+            # Parsed here in full, as the simulator will (loop=True): a bad row must fail
+            # check-config, not the running daemon.
+            try:
+                CsvLoad(csv_path, loop=True)
+            except ConfigError as exc:
+                issues.extend(exc.issues)
     issues += _check_inverter_profiles(config, path)
     if issues:
         raise ConfigError(issues)
+
+
+def _shown(path: Path) -> str:
+    """A path for a message, shortened if absurdly long (a 5000-character value)."""
+    text = str(path)
+    return text if len(text) <= 300 else f"{text[:150]}...{text[-100:]} ({len(text)} characters)"
 
 
 def _check_inverter_profiles(config: Config, path: Path) -> list[ConfigIssue]:
@@ -1029,10 +1208,11 @@ def _check_inverter_profiles(config: Config, path: Path) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     for name, inverter in config.inverters.items():
         profile_path = config.path(inverter.profile)
-        if not profile_path.is_file():
+        problem = file_problem(profile_path)
+        if problem is not None:
             issues.append(
                 ConfigIssue(
-                    str(path), f"inverters.{name}.profile", f"file not found: {profile_path}"
+                    str(path), f"inverters.{name}.profile", f"{problem}: {_shown(profile_path)}"
                 )
             )
             continue

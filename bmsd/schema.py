@@ -17,6 +17,8 @@ the generated configuration reference.
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 import tomllib
 import types
 import typing
@@ -29,6 +31,14 @@ from bmsd.errors import ConfigError, ConfigIssue
 T = TypeVar("T")
 
 _MISSING = object()
+
+# TOML integers are 64-bit (the spec asks parsers to refuse larger ones; tomllib does not).
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+# Deepest nesting of tables and arrays accepted in any file or --set value. Real files nest
+# under 10 levels; far deeper ones exhaust the interpreter's recursion limit (deepcopy, merge,
+# tomllib itself) and would surface as a traceback instead of a clear error.
+MAX_NESTING = 32
 
 
 def doc(text: str, *, unit: str = "", default: Any = dataclasses.MISSING) -> Any:
@@ -121,11 +131,16 @@ class _Parser:
             return self.error(key, f"expected a boolean, got {_describe(raw)}")
         if tp is int:
             if isinstance(raw, int) and not isinstance(raw, bool):
+                if not _INT_MIN <= raw <= _INT_MAX:
+                    return self.error(key, "number out of range")
                 return raw
             return self.error(key, f"expected an integer, got {_describe(raw)}")
         if tp is float:
             if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-                number = float(raw)
+                try:
+                    number = float(raw)
+                except OverflowError:  # an integer beyond ~1.8e308
+                    return self.error(key, "number out of range")
                 if number != number or number in (float("inf"), float("-inf")):
                     return self.error(key, "expected a finite number")
                 return number
@@ -236,11 +251,78 @@ def parse(
     return typing.cast(T, result)
 
 
+def nesting_depth_exceeds(data: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether tables and arrays in ``data`` nest deeper than ``limit`` (iterative: a
+    recursive walk would itself hit the recursion limit it guards against)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _too_deep(source: str) -> ConfigError:
+    return ConfigError(
+        [ConfigIssue(source, "", f"tables or arrays nested too deeply (over {MAX_NESTING})")]
+    )
+
+
+def check_nesting(data: Any, source: str) -> None:
+    """Raise :class:`ConfigError` if ``data`` nests deeper than :data:`MAX_NESTING`."""
+    if nesting_depth_exceeds(data):
+        raise _too_deep(source)
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a data file (missing, not a regular file, a name the
+    OS refuses), or None. A FIFO or device is refused: opening it could block for ever."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, EACCES, an embedded NUL
+        return f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+    if not stat.S_ISREG(mode):
+        return "cannot read: not a regular file"
+    return None
+
+
+# Linux limits (NAME_MAX, PATH_MAX): a longer name fails every system call with ENAMETOOLONG.
+_NAME_MAX_BYTES = 255
+_PATH_MAX_BYTES = 4095
+
+
+def path_name_problem(path: Path) -> str | None:
+    """Why the OS would refuse ``path`` as a name whatever exists (too long, a NUL byte), or
+    None; for paths bmsd creates, which :func:`file_problem` cannot check beforehand."""
+    text = str(path)
+    if "\x00" in text:
+        return "contains a NUL character"
+    encoded = os.fsencode(text)
+    if len(encoded) > _PATH_MAX_BYTES:
+        return f"path longer than {_PATH_MAX_BYTES} bytes ({len(encoded)})"
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > _NAME_MAX_BYTES:
+        return f"a path component is longer than {_NAME_MAX_BYTES} bytes ({longest})"
+    return None
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file, translating I/O and syntax errors into :class:`ConfigError`."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise ConfigError([ConfigIssue(str(path), "", problem)])
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError([ConfigIssue(str(path), "", "file not found")]) from None
     except OSError as exc:
@@ -249,6 +331,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([ConfigIssue(str(path), "", f"TOML syntax error: {exc}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigIssue(str(path), "", "not UTF-8 text")]) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise _too_deep(str(path)) from None
+    check_nesting(data, str(path))
+    return data
 
 
 def load_toml(cls: type[T], path: Path) -> T:
@@ -296,8 +382,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError([ConfigIssue("--set", text, "expected section.key=value")])
+    if key.count(".") >= MAX_NESTING:
+        raise _too_deep("--set")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise _too_deep("--set") from None
+    check_nesting(value, "--set")
     return key, value

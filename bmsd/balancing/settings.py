@@ -53,7 +53,7 @@ class BalancingConfig:
         default=600.0,
     )
     board_temp_limit_c: float = doc(
-        "No bleeding on a module whose board is at or above this temperature",
+        "No bleeding on a module whose board is at or above this temperature (0 to 125)",
         unit="°C",
         default=70.0,
     )
@@ -205,6 +205,8 @@ class BalancingConfig:
             "soc_deadband_sigma",
             "hold_charge_current_a",
         )
+        if not 0.0 <= self.board_temp_limit_c <= 125.0:  # beyond any board's rating
+            problems.append(("board_temp_limit_c", "must be between 0 and 125 °C"))
         if self.bleed_current_a > 5.0:
             problems.append(("bleed_current_a", "must be at most 5 A"))
         if self.measure_window_s >= self.duty_period_s:

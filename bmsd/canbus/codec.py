@@ -60,6 +60,7 @@ class FrameDecoder:
         self._protocol = protocol
         self._topology = topology
         self._handlers: dict[int, _Handler] = {}
+        self._owners: dict[int, str] = {}  # frame key -> whose frame, for clash messages
         self._build_module_handlers()
         self._build_sensor_handlers()
         self._build_stranger_handlers()
@@ -117,22 +118,46 @@ class FrameDecoder:
 
     # -- table building -------------------------------------------------------------------
 
-    def _add(self, frame_id: int, is_extended: bool, handler: _Handler) -> None:
+    def _add(self, frame_id: int, is_extended: bool, handler: _Handler, owner: str) -> None:
+        """Register a handler; a clash or an impossible id is a config error of the protocol
+        file (exit 2), naming both messages and whose they are."""
+        source = str(self._protocol.path)
+        if frame_id > (0x1FFFFFFF if is_extended else 0x7FF):
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        source,
+                        "modules.node_id_stride",
+                        f"{handler.name} of {owner} would be frame id 0x{frame_id:X}, beyond "
+                        f"the largest {'29' if is_extended else '11'}-bit id; check "
+                        "pack.module_node_ids and modules.node_id_stride",
+                    )
+                ]
+            )
         key = _frame_key(frame_id, is_extended)
         if key in self._handlers:
-            other = self._handlers[key].name
-            raise CanCodecError(
-                f"frame id 0x{frame_id:X} is claimed by both {other} and {handler.name}; "
-                "check node ids and node_id_stride"
+            other, other_owner = self._handlers[key].name, self._owners[key]
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        source,
+                        "modules.node_id_stride",
+                        f"frame id 0x{frame_id:X} is claimed by both {other} of {other_owner} "
+                        f"and {handler.name} of {owner}; check pack.module_node_ids and "
+                        "modules.node_id_stride",
+                    )
+                ]
             )
         self._handlers[key] = handler
+        self._owners[key] = owner
 
     def _build_module_handlers(self) -> None:
         modules = self._protocol.mapping.modules
         stride = modules.node_id_stride
         for module, node_id in enumerate(self._topology.module_node_ids):
-            kinds: list[tuple[str, Builder]] = [
+            kinds: list[tuple[str, str, Builder]] = [
                 (
+                    "cell_voltages",
                     modules.cell_voltages.message,
                     _grouped_builder(
                         modules.cell_voltages,
@@ -142,6 +167,7 @@ class FrameDecoder:
                     ),
                 ),
                 (
+                    "temperatures",
                     modules.temperatures.message,
                     _grouped_builder(
                         modules.temperatures,
@@ -152,22 +178,26 @@ class FrameDecoder:
                 ),
             ]
             if modules.status is not None:
-                kinds.append((modules.status.message, _status_builder(modules.status, module)))
+                kinds.append(
+                    ("status", modules.status.message, _status_builder(modules.status, module))
+                )
             if modules.balancing_feedback is not None:
                 kinds.append(
                     (
+                        "balancing_feedback",
                         modules.balancing_feedback.message,
                         _feedback_builder(
                             modules.balancing_feedback, module, self._topology.cells_per_module
                         ),
                     )
                 )
-            for message_name, build in kinds:
+            for kind, message_name, build in kinds:
                 message = self._protocol.message(message_name)
                 self._add(
                     message.frame_id + node_id * stride,
                     message.is_extended_frame,
                     _Handler(message_name, message, build),
+                    f"module {module} (node id {node_id}) as modules.{kind}",
                 )
 
     def _build_stranger_handlers(self) -> None:
@@ -237,6 +267,7 @@ class FrameDecoder:
                 message.frame_id,
                 message.is_extended_frame,
                 _Handler(message_name, message, _combine(builders)),
+                "the current sensor or switch box",
             )
 
 

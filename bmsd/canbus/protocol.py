@@ -18,6 +18,23 @@ import cantools.database
 from bmsd.errors import ConfigError, ConfigIssue
 from bmsd.schema import doc, load_toml
 
+# Unit conversions from a DBC's unit to SI span at most micro to mega; a scale of 0 would read
+# every value as 0 (a current sensor that always says 0 A), 1e300 as overflow.
+SCALE_RANGE = (1e-6, 1e6)
+OFFSET_MAX = 1e6
+# 256 node ids x 65536 reaches past 29 bits already; larger strides are typos.
+MAX_NODE_ID_STRIDE = 65536
+
+
+def _check_scale_offset(scale: float, offset: float) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    low, high = SCALE_RANGE
+    if not low <= abs(scale) <= high:
+        problems.append(("scale", f"must be between {low:g} and {high:g} in size (not 0)"))
+    if not abs(offset) <= OFFSET_MAX:
+        problems.append(("offset", f"must be within ±{OFFSET_MAX:g}"))
+    return problems
+
 
 @dataclass(frozen=True, slots=True)
 class SignalRef:
@@ -25,8 +42,13 @@ class SignalRef:
 
     message: str = doc("DBC message name")
     signal: str = doc("Signal name in that message")
-    scale: float = doc("Multiplier from the DBC's physical unit to SI", default=1.0)
-    offset: float = doc("Added after scaling", default=0.0)
+    scale: float = doc(
+        "Multiplier from the DBC's physical unit to SI; 1e-6 to 1e6 in size", default=1.0
+    )
+    offset: float = doc("Added after scaling; within ±1e6", default=0.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        return _check_scale_offset(self.scale, self.offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +58,20 @@ class GroupedValues:
     message: str = doc("DBC message name")
     group_signal: str = doc("Signal holding the group index (the multiplexer)")
     value_signals: tuple[str, ...] = doc("Signals of one group; index = group * count + k")
-    scale: float = doc("Multiplier from the DBC's physical unit to SI", default=1.0)
-    offset: float = doc("Added after scaling", default=0.0)
+    scale: float = doc(
+        "Multiplier from the DBC's physical unit to SI; 1e-6 to 1e6 in size", default=1.0
+    )
+    offset: float = doc("Added after scaling; within ±1e6", default=0.0)
 
     def check(self) -> list[tuple[str, str]]:
-        return [] if self.value_signals else [("value_signals", "needs at least one signal")]
+        problems = _check_scale_offset(self.scale, self.offset)
+        if not self.value_signals:
+            problems.append(("value_signals", "needs at least one signal"))
+        if len(set(self.value_signals)) != len(self.value_signals):
+            problems.append(("value_signals", "names a signal twice"))
+        if self.group_signal in self.value_signals:
+            problems.append(("value_signals", f"includes the group signal {self.group_signal!r}"))
+        return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +106,19 @@ class ModuleMessages:
 
     cell_voltages: GroupedValues = doc("Cell voltage message")
     temperatures: GroupedValues = doc("Temperature message")
-    node_id_stride: int = doc("Frame id = DBC message id + node id * stride", default=1)
+    node_id_stride: int = doc(
+        "Frame id = DBC message id + node id * stride; 1 to 65536 (every id must fit in 11 "
+        "or 29 bits, checked with the pack's node ids)",
+        default=1,
+    )
     status: ModuleStatusMap | None = doc("Status message", default=None)
     balancing_feedback: MaskMessage | None = doc("Balancing feedback message", default=None)
     balancing_command: MaskMessage | None = doc("Balancing command message", default=None)
 
     def check(self) -> list[tuple[str, str]]:
-        return [] if self.node_id_stride >= 1 else [("node_id_stride", "must be at least 1")]
+        if not 1 <= self.node_id_stride <= MAX_NODE_ID_STRIDE:
+            return [("node_id_stride", f"must be between 1 and {MAX_NODE_ID_STRIDE}")]
+        return []
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,13 +33,31 @@ Table = tuple[tuple[float, ...], ...]
 _MIN_PLAUSIBLE_V = 1.0
 _MAX_PLAUSIBLE_V = 5.0
 
+# Physical plausibility bounds. Values outside them are typos or unit slips, and some break
+# the arithmetic outright (a capacity of 5e-324 Ah divides by zero in the control loop, SOC
+# points 5e-324 apart give a NaN SOC, R0 = 1e300 Ω a NaN voltage).
+CAPACITY_RANGE_AH = (0.1, 10_000.0)  # a small pouch cell to a large stationary cell
+RESISTANCE_MAX_OHM = 1.0  # mΩ for large cells, tens of mΩ for small ones; 1 Ω is a unit slip
+TAU_RANGE_S = (0.01, 100_000.0)  # below a tick it belongs in R0; 1e5 s is over a day
+MIN_SOC_STEP = 1e-4  # grid points closer than this make the interpolation ill-conditioned
+MIN_TEMP_STEP_C = 0.1
+# The OCV table may reach a little beyond the datasheet window (fits overshoot slightly),
+# not into another chemistry's (an NMC table under an LFP window).
+OCV_WINDOW_MARGIN_V = 0.2
+COULOMBIC_EFFICIENCY_MIN = 0.5
+HEAT_CAPACITY_RANGE_J_PER_K = (1.0, 1e6)  # a 20 g cell to a 500 kg block
+THERMAL_RESISTANCE_RANGE_K_PER_W = (0.01, 100.0)
+
 
 def _strictly_increasing(values: tuple[float, ...]) -> bool:
     return all(b > a for a, b in itertools.pairwise(values))
 
 
-def _check_grid(key: str, values: tuple[float, ...], lo: float, hi: float) -> list[tuple[str, str]]:
-    """Rules for an axis of a table: not empty, inside [lo, hi], strictly increasing."""
+def _check_grid(
+    key: str, values: tuple[float, ...], lo: float, hi: float, min_step: float
+) -> list[tuple[str, str]]:
+    """Rules for an axis of a table: not empty, inside [lo, hi], strictly increasing by at
+    least ``min_step``."""
     problems: list[tuple[str, str]] = []
     if not values:
         problems.append((key, "must have at least one value"))
@@ -49,6 +67,8 @@ def _check_grid(key: str, values: tuple[float, ...], lo: float, hi: float) -> li
             problems.append((f"{key}[{i}]", f"{value} is outside {lo}..{hi}"))
     if not _strictly_increasing(values):
         problems.append((key, "must be strictly increasing"))
+    elif any(b - a < min_step for a, b in itertools.pairwise(values)):
+        problems.append((key, f"points must be at least {min_step:g} apart"))
     return problems
 
 
@@ -59,6 +79,7 @@ def _check_table(
     columns: int,
     *,
     positive: bool = True,
+    value_range: tuple[float, float] | None = None,
 ) -> list[tuple[str, str]]:
     """Shape rule for a table with one row per temperature and one column per SOC point."""
     problems: list[tuple[str, str]] = []
@@ -73,6 +94,11 @@ def _check_table(
             for j, value in enumerate(row):
                 if value <= 0.0:
                     problems.append((f"{key}[{i}][{j}]", f"must be positive, got {value}"))
+        if value_range is not None:
+            low, high = value_range
+            for j, value in enumerate(row):
+                if value > 0.0 and not low <= value <= high:
+                    problems.append((f"{key}[{i}][{j}]", f"{value} is outside {low:g}..{high:g}"))
     return problems
 
 
@@ -111,8 +137,9 @@ class CellInfo:
         for key in ("model_error_v", "ocv_error_v"):
             if not 0.0 <= getattr(self, key) <= 0.5:
                 problems.append((key, "must be between 0 and 0.5 V (is it in mV?)"))
-        if self.capacity_ah <= 0.0:
-            problems.append(("capacity_ah", "must be positive"))
+        low_ah, high_ah = CAPACITY_RANGE_AH
+        if not low_ah <= self.capacity_ah <= high_ah:
+            problems.append(("capacity_ah", f"must be between {low_ah:g} and {high_ah:g} Ah"))
         for key in ("min_voltage_v", "nominal_voltage_v", "max_voltage_v"):
             value = getattr(self, key)
             if not _MIN_PLAUSIBLE_V <= value <= _MAX_PLAUSIBLE_V:
@@ -125,8 +152,10 @@ class CellInfo:
             problems.append(
                 ("nominal_voltage_v", "must lie between min_voltage_v and max_voltage_v")
             )
-        if not 0.0 < self.coulombic_efficiency <= 1.0:
-            problems.append(("coulombic_efficiency", "must be in (0, 1]"))
+        if not COULOMBIC_EFFICIENCY_MIN <= self.coulombic_efficiency <= 1.0:
+            problems.append(
+                ("coulombic_efficiency", f"must be in [{COULOMBIC_EFFICIENCY_MIN:g}, 1]")
+            )
         if not 0.0 <= self.self_discharge_pct_per_month < 100.0:
             problems.append(("self_discharge_pct_per_month", "must be in [0, 100)"))
         if not self.name.strip():
@@ -145,10 +174,10 @@ class OcvTable:
     )
 
     def check(self) -> list[tuple[str, str]]:
-        problems = _check_grid("soc", self.soc, 0.0, 1.0)
+        problems = _check_grid("soc", self.soc, 0.0, 1.0, MIN_SOC_STEP)
         if len(self.soc) < 2:
             problems.append(("soc", "needs at least two points"))
-        problems += _check_grid("temp_c", self.temp_c, -60.0, 120.0)
+        problems += _check_grid("temp_c", self.temp_c, -60.0, 120.0, MIN_TEMP_STEP_C)
         problems += _check_table("voltage_v", self.voltage_v, len(self.temp_c), len(self.soc))
         for i, row in enumerate(self.voltage_v):
             if len(row) != len(self.soc):
@@ -191,18 +220,20 @@ class ResistanceTable:
     )
 
     def check(self) -> list[tuple[str, str]]:
-        problems = _check_grid("soc", self.soc, 0.0, 1.0)
-        problems += _check_grid("temp_c", self.temp_c, -60.0, 120.0)
+        problems = _check_grid("soc", self.soc, 0.0, 1.0, MIN_SOC_STEP)
+        problems += _check_grid("temp_c", self.temp_c, -60.0, 120.0, MIN_TEMP_STEP_C)
         rows, columns = len(self.temp_c), len(self.soc)
-        for key in ("r0_ohm", "r1_ohm", "tau1_s"):
-            problems += _check_table(key, getattr(self, key), rows, columns)
+        ohms = (0.0, RESISTANCE_MAX_OHM)
+        for key in ("r0_ohm", "r1_ohm"):
+            problems += _check_table(key, getattr(self, key), rows, columns, value_range=ohms)
+        problems += _check_table("tau1_s", self.tau1_s, rows, columns, value_range=TAU_RANGE_S)
         if (self.r2_ohm is None) != (self.tau2_s is None):
             missing = "tau2_s" if self.tau2_s is None else "r2_ohm"
             problems.append((missing, "r2_ohm and tau2_s must be given together"))
         if self.r2_ohm is not None:
-            problems += _check_table("r2_ohm", self.r2_ohm, rows, columns)
+            problems += _check_table("r2_ohm", self.r2_ohm, rows, columns, value_range=ohms)
         if self.tau2_s is not None:
-            problems += _check_table("tau2_s", self.tau2_s, rows, columns)
+            problems += _check_table("tau2_s", self.tau2_s, rows, columns, value_range=TAU_RANGE_S)
         return problems
 
 
@@ -217,10 +248,12 @@ class ThermalParams:
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        if self.heat_capacity_j_per_k <= 0.0:
-            problems.append(("heat_capacity_j_per_k", "must be positive"))
-        if self.thermal_resistance_k_per_w <= 0.0:
-            problems.append(("thermal_resistance_k_per_w", "must be positive"))
+        for key, (low, high), unit in (
+            ("heat_capacity_j_per_k", HEAT_CAPACITY_RANGE_J_PER_K, "J/K"),
+            ("thermal_resistance_k_per_w", THERMAL_RESISTANCE_RANGE_K_PER_W, "K/W"),
+        ):
+            if not low <= getattr(self, key) <= high:
+                problems.append((key, f"must be between {low:g} and {high:g} {unit}"))
         return problems
 
 
@@ -232,6 +265,25 @@ class CellFile:
     ocv: OcvTable = doc("Open-circuit voltage table.")
     resistance: ResistanceTable = doc("Equivalent-circuit resistances and time constants.")
     thermal: ThermalParams = doc("Lumped thermal model.")
+
+    def check(self) -> list[tuple[str, str]]:
+        """The OCV table must lie within the cell's own voltage window (plus a margin)."""
+        low = self.cell.min_voltage_v - OCV_WINDOW_MARGIN_V
+        high = self.cell.max_voltage_v + OCV_WINDOW_MARGIN_V
+        problems: list[tuple[str, str]] = []
+        if self.cell.min_voltage_v >= self.cell.max_voltage_v:
+            return problems  # no window to compare with; reported under [cell]
+        for i, row in enumerate(self.ocv.voltage_v):
+            for j, value in enumerate(row):
+                if not low <= value <= high:
+                    problems.append(
+                        (
+                            f"ocv.voltage_v[{i}][{j}]",
+                            f"{value} V is outside the cell's window min_voltage_v..max_voltage_v "
+                            f"± {OCV_WINDOW_MARGIN_V:g} V ({low:g}..{high:g} V)",
+                        )
+                    )
+        return problems
 
 
 def load_cell_file(path: Path) -> CellFile:

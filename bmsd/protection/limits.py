@@ -108,10 +108,16 @@ class LimitsConfig:
         default=(),
     )
     max_charge_current_a: float = doc(
-        "Highest charge current ever allowed (pack, all strings)", unit="A", default=140.0
+        "Highest charge current ever allowed (pack, all strings); within the current sensor's "
+        "range (acquisition.current_range_a)",
+        unit="A",
+        default=140.0,
     )
     max_discharge_current_a: float = doc(
-        "Highest discharge current ever allowed (pack, all strings)", unit="A", default=140.0
+        "Highest discharge current ever allowed (pack, all strings); within the current "
+        "sensor's range (acquisition.current_range_a)",
+        unit="A",
+        default=140.0,
     )
     cell_charge_voltage_v: float = doc(
         "Charge voltage per cell: CVL = series cells × this; the dynamic CVL keeps the highest "

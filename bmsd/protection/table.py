@@ -16,9 +16,17 @@ from typing import Literal
 
 from bmsd.model.faults import FaultLevel
 from bmsd.protection.quantities import QUANTITY_BY_NAME
-from bmsd.schema import doc, must_not_be_negative
+from bmsd.schema import doc
 
 Blocks = Literal["charge", "discharge", "both", "none"]
+
+# Longest set or clear delay of any level. The shipped tables use at most 30 s (set) and 10 s
+# (clear); an hour leaves room for slow diagnostics while refusing a value (1e300) that would
+# silently disable a level.
+MAX_DELAY_S = 3600.0
+# Longest set delay of a fatal level: the shipped maximum is 30 s (inverter_ignores_limits,
+# on top of its own response time); a fatal reaction held back longer is not protection.
+MAX_FATAL_SET_DELAY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +41,15 @@ class LevelSpec:
         "Consecutive bad ticks to trip; as many good ticks to clear", default=1
     )
     set_delay_s: float = doc(
-        "After the debounce, wait this long before setting", unit="s", default=0.0
+        "After the debounce, wait this long before setting (0 to 3600; at most 60 on a fatal "
+        "level: a longer wait is no protection)",
+        unit="s",
+        default=0.0,
     )
     clear_delay_s: float = doc(
-        "After the condition is gone, wait this long before clearing", unit="s", default=0.0
+        "After the condition is gone, wait this long before clearing (0 to 3600)",
+        unit="s",
+        default=0.0,
     )
     latch: bool = doc("Stay set until an explicit reset (fatal levels always latch)", default=False)
 
@@ -46,7 +59,9 @@ class LevelSpec:
             problems.append(("hysteresis", "must not be negative"))
         if not 1 <= self.debounce_samples <= 10_000:
             problems.append(("debounce_samples", "must be between 1 and 10000"))
-        problems += must_not_be_negative(self, "set_delay_s", "clear_delay_s")
+        for key in ("set_delay_s", "clear_delay_s"):
+            if not 0.0 <= getattr(self, key) <= MAX_DELAY_S:
+                problems.append((key, f"must be between 0 and {MAX_DELAY_S:g} s"))
         return problems
 
 
@@ -82,6 +97,15 @@ class FaultSpec:
         if not levels:
             return [("", "needs at least one of info, warning, fatal")]
         problems: list[tuple[str, str]] = []
+        if self.fatal is not None and (
+            MAX_FATAL_SET_DELAY_S < self.fatal.set_delay_s <= MAX_DELAY_S  # beyond: said already
+        ):
+            problems.append(
+                (
+                    "fatal.set_delay_s",
+                    f"must be at most {MAX_FATAL_SET_DELAY_S:g} s on a fatal level",
+                )
+            )
         thresholds = [(level.label, spec.threshold) for level, spec in levels]
         for (low_name, low), (high_name, high) in itertools.pairwise(thresholds):
             ordered = low <= high if quantity.direction == "above" else low >= high

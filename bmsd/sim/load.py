@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bmsd.errors import ConfigError, ConfigIssue
+from bmsd.schema import file_problem
 
 
 class LoadProfile(Protocol):
@@ -150,6 +151,9 @@ class CsvLoad:
 
 def _read_csv(path: Path, *, loop: bool) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     source = str(path)
+    problem = file_problem(path)  # a FIFO would block the read for ever
+    if problem is not None:
+        raise ConfigError([ConfigIssue(source, "", problem)])
     try:
         text = path.read_text(encoding="utf-8-sig")  # tolerate a BOM from spreadsheets
     except FileNotFoundError:

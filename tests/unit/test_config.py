@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -193,7 +194,7 @@ def test_relative_paths_resolve_against_the_config_directory(
     shutil.copytree(ETC / "limits", tmp_path / "conf" / "limits")
     shutil.copytree(ETC / "inverters", tmp_path / "conf" / "inverters")
     shutil.copytree(ETC.parent / "dbc", tmp_path / "dbc")  # profiles name ../../dbc/...
-    (tmp_path / "conf" / "load.csv").write_text("time_s,current_a\n0,10\n", encoding="utf-8")
+    (tmp_path / "conf" / "load.csv").write_text("time_s,current_a\n0,10\n60,10\n", encoding="utf-8")
     path = tmp_path / "conf" / "bmsd.toml"
     data = tomllib.loads(SIM_TOML.read_text(encoding="utf-8"))  # relative paths, as shipped
     apply(data, {"sim.load.kind": "csv", "sim.load.csv_file": "load.csv"})
@@ -224,7 +225,18 @@ def case(id: str, changes: Mapping[str, Any], *expected: tuple[str, ...]) -> Any
 
 FAULT = {"kind": "cell_drift", "start_s": 10.0, "module": 0, "cell": 0, "value": 0.5}
 
+HUGE_INT = 10**400  # beyond float's range: float() raises OverflowError
+
 CASES = [
+    # numbers beyond range: an integer too big for a float, or for 64 bits
+    case("huge-int-for-a-number", {"control.tick_s": HUGE_INT}, ("control.tick_s", "out of range")),
+    case("huge-negative-int", {"sim.load.current_a": -HUGE_INT}, ("sim.load.current_a", "range")),
+    case("int-beyond-64-bits", {"pack.strings": 2**64}, ("pack.strings", "out of range")),
+    case(
+        "huge-int-in-fault-level",
+        {"protection.faults.cell_voltage_high.fatal.threshold": HUGE_INT},
+        ("protection.faults.cell_voltage_high.fatal.threshold", "out of range"),
+    ),
     # unknown keys, at every level of nesting
     case("unknown-top-level", {"colour": "red"}, ("colour", "unknown key")),
     case("unknown-in-table", {"pack.cell_count": 64}, ("pack.cell_count", "unknown key")),
@@ -470,7 +482,22 @@ RULES = [
     case(
         "pack-parallel-zero",
         {"pack.cells_in_parallel": 0},
-        ("pack.cells_in_parallel", "must be at least 1"),
+        ("pack.cells_in_parallel", "must be between 1 and 1000"),
+    ),
+    case(
+        "pack-capacity-denormal",  # divided by zero in the control loop
+        {"pack.cell_capacity_ah": 5e-324},
+        ("pack.cell_capacity_ah", "must be 0 (the cell file's) or 0.1 to 10000"),
+    ),
+    case(
+        "pack-capacity-huge",
+        {"pack.cell_capacity_ah": 1e300},
+        ("pack.cell_capacity_ah", "must be 0 (the cell file's) or 0.1 to 10000"),
+    ),
+    case(
+        "pack-parallel-huge",
+        {"pack.cells_in_parallel": 2**63 - 1},
+        ("pack.cells_in_parallel", "must be between 1 and 1000"),
     ),
     case(
         "pack-temps-negative",
@@ -485,7 +512,7 @@ RULES = [
     case(
         "pack-capacity-negative",
         {"pack.cell_capacity_ah": -1.0},
-        ("pack.cell_capacity_ah", "must not be negative"),
+        ("pack.cell_capacity_ah", "must be 0 (the cell file's) or 0.1 to 10000"),
     ),
     case(
         "pack-node-ids-too-few",
@@ -574,6 +601,65 @@ RULES = [
         {"modbus.max_connections_per_address": 1001},
         ("modbus.max_connections_per_address", "must be between 0 and 1000"),
     ),
+    case(
+        "modbus-state-age-huge",
+        {"modbus.max_state_age_s": 1e300},
+        ("modbus.max_state_age_s", "must be at most 3600 s"),
+    ),
+    case(
+        "ems-heartbeat-timeout-huge",
+        {"modbus.ems_heartbeat.timeout_s": 1e300},
+        ("modbus.ems_heartbeat.timeout_s", "must be at most 3600 s"),
+    ),
+    # safety values beyond what they can mean
+    case(
+        "limits-max-charge-beyond-sensor",  # default sensor range ±2000 A
+        {"limits.max_charge_current_a": 1e300},
+        ("limits.max_charge_current_a", "must not exceed the current sensor's range"),
+    ),
+    case(
+        "limits-max-discharge-beyond-sensor",
+        {"acquisition.current_range_a": [-100.0, 2000.0], "limits.max_discharge_current_a": 101.0},
+        ("limits.max_discharge_current_a", "down to -100 A"),
+    ),
+    case(
+        "charge-detect-above-max-charge",  # charging never detected: no charge temp window
+        {"protection.charge_detect_a": 1e300},
+        ("protection.charge_detect_a", "must lie below limits.max_charge_current_a"),
+    ),
+    case(
+        "rest-band-above-max-current",  # every current 'at rest': a frozen sensor unnoticed
+        {"acquisition.current_rest_band_a": 1e300},
+        ("acquisition.current_rest_band_a", "must lie below limits.max_charge_current_a"),
+    ),
+    case(
+        "rest-band-negative",
+        {"acquisition.current_rest_band_a": -1e300},
+        ("acquisition.current_rest_band_a", "must not be negative"),
+    ),
+    case(
+        "inverter-limit-margin-beyond-sensor",
+        {"inverters.hybrid.supervision.limit_margin_a": 1e300},
+        ("inverters.hybrid.supervision.limit_margin_a", "would never trip"),
+    ),
+    *(
+        case(
+            f"inverter-{key}-huge",
+            {f"inverters.hybrid.supervision.{key}": 1e300},
+            (f"inverters.hybrid.supervision.{key}", "must be at most 3600 s"),
+        )
+        for key in ("keepalive_timeout_s", "keepalive_grace_s", "startup_grace_s")
+    ),
+    case(
+        "balancing-board-temp-limit-huge",
+        {"balancing.board_temp_limit_c": 1e300},
+        ("balancing.board_temp_limit_c", "must be between 0 and 125 °C"),
+    ),
+    case(
+        "balancing-board-temp-limit-negative-huge",
+        {"balancing.board_temp_limit_c": -1e300},
+        ("balancing.board_temp_limit_c", "must be between 0 and 125 °C"),
+    ),
     # AcquisitionConfig
     case(
         "acq-module-timeout-zero",
@@ -634,12 +720,37 @@ RULES = [
     case(
         "level-set-delay-negative",
         {"protection.faults.module_comm_loss.fatal.set_delay_s": -1.0},
-        ("protection.faults.module_comm_loss.fatal.set_delay_s", "must not be negative"),
+        ("protection.faults.module_comm_loss.fatal.set_delay_s", "between 0 and 3600 s"),
+    ),
+    case(
+        "level-set-delay-huge",  # 1e300 s would disable the level
+        {"protection.faults.temp_spread.warning.set_delay_s": 1e300},
+        ("protection.faults.temp_spread.warning.set_delay_s", "between 0 and 3600 s"),
+    ),
+    case(
+        "level-clear-delay-huge",
+        {"protection.faults.temp_spread.warning.clear_delay_s": 3600.5},
+        ("protection.faults.temp_spread.warning.clear_delay_s", "between 0 and 3600 s"),
+    ),
+    case(
+        "fatal-set-delay-over-60",
+        {"protection.faults.module_comm_loss.fatal.set_delay_s": 60.5},
+        ("protection.faults.module_comm_loss.fatal.set_delay_s", "at most 60 s on a fatal"),
+    ),
+    case(
+        "fatal-set-delay-1e300",
+        {"protection.faults.cell_voltage_high.fatal.set_delay_s": 1e300},
+        ("protection.faults.cell_voltage_high.fatal.set_delay_s", "between 0 and 3600 s"),
+    ),
+    case(
+        "fatal-reaction-too-slow",  # 10000 ticks of 0.1 s: 1000 s before the level trips
+        {"protection.faults.cell_voltage_high.fatal.debounce_samples": 10_000},
+        ("protection.faults.cell_voltage_high.fatal.debounce_samples", "to trip; at most 600 s"),
     ),
     case(
         "level-clear-delay-negative",
         {"protection.faults.module_comm_loss.warning.clear_delay_s": -1.0},
-        ("protection.faults.module_comm_loss.warning.clear_delay_s", "must not be negative"),
+        ("protection.faults.module_comm_loss.warning.clear_delay_s", "between 0 and 3600 s"),
     ),
     # FaultSpec
     case(
@@ -758,7 +869,38 @@ RULES = [
     case(
         "contactor-break-current-negative",
         {"protection.contactors.break_current_a": -1.0},
-        ("protection.contactors.break_current_a", "must not be negative"),
+        ("protection.contactors.break_current_a", "must be between 0 and 1000 A"),
+    ),
+    case(
+        "contactor-break-current-huge",
+        {"protection.contactors.break_current_a": 1e300},
+        ("protection.contactors.break_current_a", "must be between 0 and 1000 A"),
+    ),
+    *(
+        case(
+            f"contactor-{key}-too-long",
+            {f"protection.contactors.{key}": limit * 1.01},
+            (f"protection.contactors.{key}", f"must be at most {limit:g} s"),
+        )
+        for key, limit in [
+            ("feedback_timeout_s", 10),
+            ("precharge_timeout_s", 60),
+            ("open_wait_s", 10),
+            ("weld_check_delay_s", 600),
+        ]
+    ),
+    *(
+        case(
+            f"acquisition-{key}-too-long",
+            {f"acquisition.{key}": 1e300},
+            (f"acquisition.{key}", f"must be at most {limit:g} s"),
+        )
+        for key, limit in [
+            ("module_timeout_s", 60),
+            ("temp_timeout_s", 300),
+            ("current_sensor_timeout_s", 10),
+            ("switchbox_timeout_s", 10),
+        ]
     ),
     # ControlConfig
     case(
@@ -1123,6 +1265,102 @@ def test_a_directory_is_not_a_cell_file(tmp_path: Path) -> None:
     path = write_config(tmp_path, {"pack.cell_file": str(tmp_path)})
     (issue,) = issues_of(path)
     assert issue.key == "pack.cell_file"
+
+
+@pytest.mark.parametrize(
+    "key", ["pack.cell_file", "acquisition.protocol", "sim.load.csv_file", "inverters.x.profile"]
+)
+def test_a_path_too_long_for_the_os_is_a_clear_error(tmp_path: Path, key: str) -> None:
+    changes: dict[str, Any] = {key: "a" * 5000}
+    if key.startswith("sim."):
+        changes["sim.load.kind"] = "csv"
+    if key.startswith("inverters."):
+        changes["inverters.x.bus"] = "slaves"
+    path = write_config(tmp_path, changes)
+    (issue,) = issues_of(path)
+    assert issue.key == key
+    assert issue.reason.startswith("cannot read: File name too long")
+    assert len(issue.reason) < 500  # the 5000 characters are not repeated
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("state.directory", "a" * 5000, "path longer than 4095 bytes"),
+        ("state.directory", "state/" + "b" * 256, "a path component is longer than 255 bytes"),
+        ("can.slaves.record", "r" * 300 + ".asc", "a path component is longer than 255"),
+        ("state.directory", "st\x00ate", "contains a NUL character"),
+    ],
+)
+def test_a_path_bmsd_creates_must_be_a_name_the_os_takes(
+    tmp_path: Path, key: str, value: str, reason: str
+) -> None:
+    (issue,) = issues_of(write_config(tmp_path, {key: value}))
+    assert issue.key == key
+    assert issue.reason.startswith(reason)
+
+
+def test_a_fifo_is_not_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # opening it for reading would block for ever
+    path = write_config(tmp_path, {"limits.defaults": [str(fifo)]})
+    (issue,) = issues_of(path)
+    assert issue.key == "limits.defaults[0]"
+    assert "not a regular file" in issue.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("time_s,current_a\n0,abc\n60,1\n", "'abc' is not a number"),
+        ("time_s,current_a\n", "no data rows"),
+        ("time_s,current_a\n0,1\n60,1\n30,1\n", "not after the previous"),
+        ("time_s,current_a\n0,1\n", "loop needs at least two rows"),  # as the simulator loops
+    ],
+)
+def test_the_csv_load_file_is_checked_in_full(tmp_path: Path, text: str, fragment: str) -> None:
+    (tmp_path / "load.csv").write_text(text, encoding="utf-8")
+    path = write_config(tmp_path, {"sim.load.kind": "csv", "sim.load.csv_file": "load.csv"})
+    issues = issues_of(path)
+    assert {issue.file for issue in issues} == {str(tmp_path.resolve() / "load.csv")}
+    assert any(fragment in issue.reason for issue in issues)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x = " + "[" * 500 + "1" + "]" * 500,
+        "x = " + "{a = " * 500 + "1" + "}" * 500,
+        "[" + ".".join(["t"] * 3000) + "]\nx = 1\n",
+        ".".join(["t"] * 3000) + " = 1\n",
+    ],
+    ids=["arrays", "inline-tables", "table-header", "dotted-key"],
+)
+def test_deep_nesting_in_a_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text(text, encoding="utf-8")
+    (issue,) = issues_of(path)
+    assert (issue.file, issue.key) == (str(path), "")
+    assert "nested too deeply" in issue.reason
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["x=" + "[" * 500 + "1" + "]" * 500, ".".join(["t"] * 3000) + "=1"],
+    ids=["value", "key"],
+)
+def test_deep_nesting_in_an_override_is_a_clear_error(tmp_path: Path, override: str) -> None:
+    (issue,) = issues_of(write_config(tmp_path), [override])
+    assert "nested too deeply" in issue.reason
+
+
+def test_deep_nesting_in_a_defaults_file_names_that_file(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 500 + "1" + "]" * 500, encoding="utf-8")
+    path = write_config(tmp_path, {"limits.defaults": [str(deep)]})
+    (issue,) = issues_of(path)
+    assert issue.key == "limits.defaults[0]"
+    assert "nested too deeply" in issue.reason and str(deep) in issue.reason
 
 
 # --- the fault table: protection.defaults files merged, then this file's overrides ----------

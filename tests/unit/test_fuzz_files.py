@@ -58,10 +58,27 @@ toml_literals = st.one_of(
     ),
     st.text(max_size=20).map(json.dumps),
     st.sampled_from(["true", "false", "[]", "{}", "[1, 'a']", "{ a = 1 }", "0", "-1", "1e308"]),
+    st.sampled_from(["5e-324", "-5e-324", "1e300", "-1e300", "2.2250738585072014e-308"]),
     st.sampled_from(["", "=", "[", "'unterminated", "0x", "1979-05-27", "[[x]]", "\x00"]),
     st.lists(st.floats(allow_nan=False, width=32), max_size=6).map(
         lambda xs: "[" + ", ".join(repr(float(x)) for x in xs) + "]"
     ),
+    # Hostile values an adversarial review found crashing the loaders: integers beyond 64 bits
+    # and beyond a float (OverflowError), arrays and inline tables nested hundreds deep
+    # (RecursionError), and strings too long for a file name (ENAMETOOLONG).
+    st.one_of(
+        st.integers(min_value=2**63, max_value=10**500), st.integers(max_value=-(2**63) - 1)
+    ).map(str),
+    st.integers(min_value=30, max_value=600).map(lambda n: "[" * n + "1" + "]" * n),
+    st.integers(min_value=30, max_value=600).map(lambda n: "{ a = " * n + "1" + " }" * n),
+    st.integers(min_value=255, max_value=6000).map(lambda n: json.dumps("a" * n)),
+)
+
+# Whole lines inserted as garbage: random text, or table headers nested far too deep.
+garbage_lines = st.one_of(
+    st.text(max_size=30),
+    st.integers(min_value=30, max_value=3000).map(lambda n: "[" + ".".join(["t"] * n) + "]"),
+    st.integers(min_value=30, max_value=3000).map(lambda n: ".".join(["t"] * n) + " = 1"),
 )
 
 
@@ -86,7 +103,7 @@ def _mutate(text: str, data: st.DataObject) -> str:
             key = data.draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), label="key")
             lines[index] = f"{key} = {line.split('=', 1)[1]}"
         else:
-            lines.insert(index, data.draw(st.text(max_size=30), label="garbage"))
+            lines.insert(index, data.draw(garbage_lines, label="garbage"))
     return "\n".join(lines) + "\n"
 
 

@@ -26,6 +26,22 @@ from bmsd.schema import doc, doc_factory, must_be_positive, must_not_be_negative
 
 CurrentSign = Literal["charge_positive", "discharge_positive"]
 
+# Bounds on a profile's numbers; each refuses a value that was accepted and misbehaved.
+# Multipliers convert units (0.1 V, -1 for a sign flip, 1000 for mA): 1e-3..1e3 in size covers
+# every prefix step a profile needs, and refuses 1e300 (a 36 A limit went out as 3553.5 A).
+SCALE_RANGE = (1e-3, 1e3)
+OFFSET_MAX = 1e5  # DBC offsets live in the DBC; a profile offset is a small correction
+# A period under 10 ms floods the bus (5e-324 s was accepted); over a minute every inverter's
+# own timeout trips first.
+PERIOD_RANGE_S = (0.01, 60.0)
+MAX_MIN_SPACING_S = 1.0  # a longer gap would hold back every frame of the profile
+# Limits older than this are not sent: the inverter's own timeout must then trip. A minute
+# already lets it run on a stale current limit for that long.
+MAX_STALE_AFTER_S = 60.0
+MAX_KEEPALIVE_TIMEOUT_S = 3600.0  # the shipped maximum is 600 s (Victron)
+MAX_ID_OFFSET = 0x1FFF_FFFF  # the widest (29-bit) CAN id; standard frames are checked at 11 bits
+_MAX_ID = {False: 0x7FF, True: 0x1FFF_FFFF}  # by is_extended_frame
+
 
 @dataclass(frozen=True, slots=True)
 class SignalSpec:
@@ -34,8 +50,12 @@ class SignalSpec:
     field: str = doc("Battery value (see docs/can-profiles.md, 'Battery values')", default="")
     value: float | None = doc("Constant physical value (in the DBC's unit)", default=None)
     raw: int | None = doc("Constant raw value (e.g. 0xFFFF, SMA's 'invalid')", default=None)
-    scale: float = doc("Multiplier applied to the field before encoding", default=1.0)
-    offset: float = doc("Added after scaling", default=0.0)
+    scale: float = doc(
+        "Multiplier applied to the field before encoding; 0.001 to 1000 in size (negative "
+        "flips the sign)",
+        default=1.0,
+    )
+    offset: float = doc("Added after scaling; within ±100000", default=0.0)
     true_raw: int | None = doc(
         "Flag fields: raw value when the flag is set (default 1)", default=None
     )
@@ -50,14 +70,20 @@ class SignalSpec:
         given = [bool(self.field), self.value is not None, self.raw is not None]
         if sum(given) != 1:
             return [("", "give exactly one of field, value, raw")]
-        return []
+        problems: list[tuple[str, str]] = []
+        low, high = SCALE_RANGE
+        if not low <= abs(self.scale) <= high:
+            problems.append(("scale", f"must be between {low:g} and {high:g} in size"))
+        if not abs(self.offset) <= OFFSET_MAX:
+            problems.append(("offset", f"must be within ±{OFFSET_MAX:g}"))
+        return problems
 
 
 @dataclass(frozen=True, slots=True)
 class FrameSpec:
     """One frame the profile sends."""
 
-    period_s: float = doc("Send period (periodic profiles)", unit="s", default=1.0)
+    period_s: float = doc("Send period (periodic profiles); 0.01 to 60", unit="s", default=1.0)
     enabled: bool = doc("Send this frame (optional frames can be switched off)", default=True)
     length: int = doc("Send only the first N data bytes; 0: the DBC's length", default=0)
     text: str = doc(
@@ -66,7 +92,10 @@ class FrameSpec:
     signals: dict[str, SignalSpec] = doc_factory("Signal name -> source", dict)
 
     def check(self) -> list[tuple[str, str]]:
-        problems = must_be_positive(self, "period_s")
+        problems: list[tuple[str, str]] = []
+        low, high = PERIOD_RANGE_S
+        if not low <= self.period_s <= high:
+            problems.append(("period_s", f"must be between {low:g} and {high:g} s"))
         if not 0 <= self.length <= 64:
             problems.append(("length", "must be 0 to 64"))
         return problems
@@ -77,14 +106,16 @@ class KeepaliveSpec:
     """A frame the inverter sends regularly; its absence is supervised."""
 
     message: str = doc("DBC message (sent by the inverter)")
-    timeout_s: float = doc("Age after which the keep-alive counts as lost", unit="s")
+    timeout_s: float = doc("Age after which the keep-alive counts as lost; at most 3600", unit="s")
     any_id_type: bool = doc(
         "Accept it as a standard or an extended frame (some inverters send 0x305 extended)",
         default=False,
     )
 
     def check(self) -> list[tuple[str, str]]:
-        return must_be_positive(self, "timeout_s")
+        if not 0 < self.timeout_s <= MAX_KEEPALIVE_TIMEOUT_S:
+            return [("timeout_s", f"must be above 0 and at most {MAX_KEEPALIVE_TIMEOUT_S:g} s")]
+        return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +129,15 @@ class RequestSpec:
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         for key in self.answers:
-            if not key.isdigit():
+            if not _is_request_type(key):
                 problems.append((f"answers.{key}", "request types are decimal integers"))
         return problems
+
+
+def _is_request_type(key: str) -> bool:
+    """ASCII digits only (isdigit() also takes '²', which int() refuses), and few enough for
+    int() (Python refuses over 4300 digits; no request signal is wider than 64 bits)."""
+    return key.isascii() and key.isdecimal() and len(key) <= 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,14 +178,20 @@ class ProfileSpec:
     manufacturer: str = doc(
         "Manufacturer string the inverter recognises the battery by", default=""
     )
-    id_offset: int = doc("Added to every sent frame id (Pylontech HV battery address)", default=0)
+    id_offset: int = doc(
+        "Added to every sent frame id (Pylontech HV battery address); every id must stay "
+        "within 11 bits (standard frames) or 29 bits (extended)",
+        default=0,
+    )
     current_sign: CurrentSign = doc(
         "Sign convention of the current sent", default="charge_positive"
     )
-    min_spacing_s: float = doc("Minimum time between two sent frames", unit="s", default=0.0)
+    min_spacing_s: float = doc(
+        "Minimum time between two sent frames; at most 1", unit="s", default=0.0
+    )
     stale_after_s: float = doc(
         "Fall silent when the newest PackState is older than this (the inverter's own "
-        "timeout then trips)",
+        "timeout then trips); at most 60",
         unit="s",
         default=1.0,
     )
@@ -160,6 +203,12 @@ class ProfileSpec:
     def check(self) -> list[tuple[str, str]]:
         problems = must_not_be_negative(self, "min_spacing_s", "id_offset")
         problems += must_be_positive(self, "stale_after_s")
+        if self.min_spacing_s > MAX_MIN_SPACING_S:
+            problems.append(("min_spacing_s", f"must be at most {MAX_MIN_SPACING_S:g} s"))
+        if self.stale_after_s > MAX_STALE_AFTER_S:
+            problems.append(("stale_after_s", f"must be at most {MAX_STALE_AFTER_S:g} s"))
+        if self.id_offset > MAX_ID_OFFSET:
+            problems.append(("id_offset", f"must be at most 0x{MAX_ID_OFFSET:X} (29 bits)"))
         if self.trigger == "request" and self.request is None:
             problems.append(("request", "a request-driven profile needs a [request] table"))
         if not self.frames:
@@ -244,6 +293,18 @@ def check_against_dbc(spec: ProfileSpec, database: Any) -> list[tuple[str, str]]
         message = need(f"frames.{name}", name)
         if message is None:
             continue
+        if frame.enabled and spec.id_offset <= MAX_ID_OFFSET:
+            frame_id = message.frame_id + spec.id_offset
+            max_id = _MAX_ID[bool(message.is_extended_frame)]
+            if frame_id > max_id:
+                problems.append(
+                    (
+                        "id_offset",
+                        f"{name}'s id 0x{message.frame_id:X} + {spec.id_offset} = 0x{frame_id:X} "
+                        f"is beyond the largest {'29' if max_id > 0x7FF else '11'}-bit id "
+                        f"0x{max_id:X}",
+                    )
+                )
         if frame.length and frame.length > message.length:
             problems.append((f"frames.{name}.length", f"longer than the DBC's {message.length}"))
         signals = {signal.name: signal for signal in message.signals}
@@ -295,8 +356,22 @@ def check_against_dbc(spec: ProfileSpec, database: Any) -> list[tuple[str, str]]
         need("keepalive.message", spec.keepalive.message)
     if spec.request is not None:
         message = need("request.message", spec.request.message)
-        if message is not None and spec.request.signal not in {s.name for s in message.signals}:
-            problems.append(("request.signal", f"no signal {spec.request.signal!r}"))
+        request_signal = None
+        if message is not None:
+            request_signal = next(
+                (s for s in message.signals if s.name == spec.request.signal), None
+            )
+            if request_signal is None:
+                problems.append(("request.signal", f"no signal {spec.request.signal!r}"))
+        for request_type in spec.request.answers:
+            if (
+                request_signal is not None
+                and _is_request_type(request_type)
+                and not _raw_fits(request_signal, int(request_type))
+            ):
+                problems.append(
+                    (f"request.answers.{request_type}", "does not fit the request signal")
+                )
         for request_type, answer in spec.request.answers.items():
             for frame_name in answer:
                 if frame_name not in spec.frames:

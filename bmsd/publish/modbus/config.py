@@ -58,14 +58,19 @@ class EmsHeartbeatConfig:
     """
 
     enabled: bool = doc("Supervise the EMS heartbeat", default=False)
-    timeout_s: float = doc("Longest time between two heartbeat values", unit="s", default=10.0)
+    timeout_s: float = doc(
+        "Longest time between two heartbeat values (at most 3600)", unit="s", default=10.0
+    )
     action: Literal["derate", "fault"] = doc(
         "What a lost heartbeat does: derate the currents, or fault (open the contactors)",
         default="derate",
     )
 
     def check(self) -> list[tuple[str, str]]:
-        return must_be_positive(self, "timeout_s")
+        problems = must_be_positive(self, "timeout_s")
+        if self.timeout_s > 3600:  # longer (1e300 was accepted) switches supervision off
+            problems.append(("timeout_s", "must be at most 3600 s"))
+        return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +122,8 @@ class ModbusConfig:
     )
     max_state_age_s: float = doc(
         "A read is answered with exception 04 (SLAVE DEVICE FAILURE) when the newest pack "
-        "state is older than this (a stalled control loop), never with stale numbers",
+        "state is older than this (a stalled control loop), never with stale numbers; at "
+        "most 3600",
         unit="s",
         default=1.0,
     )
@@ -144,6 +150,8 @@ class ModbusConfig:
         if self.idle_timeout_s < 0:
             problems.append(("idle_timeout_s", "must not be negative"))
         problems += must_be_positive(self, "max_state_age_s")
+        if self.max_state_age_s > 3600:  # longer serves numbers of a dead loop as current
+            problems.append(("max_state_age_s", "must be at most 3600 s"))
         problems += must_be_positive(self, "frame_timeout_s")
         if not 0.01 <= self.max_cpu_share <= 1.0:
             problems.append(("max_cpu_share", "must be between 0.01 and 1"))

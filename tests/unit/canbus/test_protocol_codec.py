@@ -107,6 +107,62 @@ def _issue_keys(exc: ConfigError) -> list[str]:
     return [issue.key for issue in exc.issues]
 
 
+@pytest.mark.parametrize(
+    ("edit", "key", "reason"),
+    [
+        pytest.param(
+            ("scale = 0.001                     # mA -> A", "scale = 0.0"),
+            "current_sensor.current.scale",
+            "between 1e-06 and 1e+06 in size (not 0)",
+            id="current-scale-zero",  # the pack current would always read 0 A
+        ),
+        pytest.param(
+            ("scale = 0.001                     # mV -> V", "scale = 1e300"),
+            "current_sensor.pack_voltage.scale",
+            "in size",
+            id="voltage-scale-huge",
+        ),
+        pytest.param(
+            ("scale = 1.0 ", "scale = -1e-9 "),
+            "modules.cell_voltages.scale",
+            "in size",
+            id="cell-scale-tiny",
+        ),
+        pytest.param(
+            ('"CellVoltage1", "CellVoltage2"]', '"CellVoltage0", "CellVoltage2"]'),
+            "modules.cell_voltages.value_signals",
+            "names a signal twice",
+            id="value-signal-twice",
+        ),
+        pytest.param(
+            ('"CellVoltage1", "CellVoltage2"]', '"CellVoltage1", "CellGroup"]'),
+            "modules.cell_voltages.value_signals",
+            "includes the group signal 'CellGroup'",
+            id="group-signal-as-value",
+        ),
+        pytest.param(
+            ("node_id_stride = 1", "node_id_stride = 1099511627776"),
+            "modules.node_id_stride",
+            "between 1 and 65536",
+            id="stride-2-to-40",
+        ),
+        pytest.param(
+            ("node_id_stride = 1", "node_id_stride = 1" + "0" * 400),
+            "modules.node_id_stride",
+            "out of range",
+            id="stride-huge-int",
+        ),
+    ],
+)
+def test_protocol_numbers_are_bounded(
+    tmp_path: Path, edit: tuple[str, str], key: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_protocol(_variant(tmp_path, edit))
+    assert _issue_keys(caught.value) == [key], str(caught.value)
+    assert reason in str(caught.value)
+
+
 def test_variant_helper_builds_a_loadable_copy(tmp_path: Path) -> None:
     assert load_protocol(_variant(tmp_path)).mapping.modules.node_id_stride == 1
 
@@ -460,14 +516,28 @@ def test_frame_id_collision_is_rejected_at_build_time(protocol: Protocol) -> Non
     wide = dataclasses.replace(
         protocol, mapping=dataclasses.replace(protocol.mapping, modules=modules)
     )
-    with pytest.raises(CanCodecError, match="0x200 is claimed by both"):
+    with pytest.raises(ConfigError) as caught:
         FrameDecoder(wide, topology(node_ids=(0, 1)))
+    (issue,) = caught.value.issues
+    assert (issue.file, issue.key) == (str(wide.path), "modules.node_id_stride")
+    assert "0x200 is claimed by both" in issue.reason
+    assert "of module 0 (node id 0) as modules.temperatures" in issue.reason
+    assert "of module 1 (node id 1) as modules.cell_voltages" in issue.reason
     FrameDecoder(wide, topology(node_ids=(0,)))  # one module: no overlap, accepted
 
 
 def test_duplicate_node_id_is_rejected_at_build_time(protocol: Protocol) -> None:
-    with pytest.raises(CanCodecError, match="claimed by both"):
+    with pytest.raises(ConfigError, match="claimed by both"):
         FrameDecoder(protocol, topology(node_ids=(5, 5)))
+
+
+def test_an_id_beyond_11_bits_is_rejected_at_build_time(protocol: Protocol) -> None:
+    modules = dataclasses.replace(protocol.mapping.modules, node_id_stride=0x100)
+    wide = dataclasses.replace(
+        protocol, mapping=dataclasses.replace(protocol.mapping, modules=modules)
+    )
+    with pytest.raises(ConfigError, match="beyond the largest 11-bit id"):
+        FrameDecoder(wide, topology(node_ids=(9,)))
 
 
 # -- encoding --------------------------------------------------------------------------------

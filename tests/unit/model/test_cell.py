@@ -118,7 +118,7 @@ def test_cross_field_rules(tmp_path: Path) -> None:
         load_cell_file(write(tmp_path, text))
     issues = issues_by_key(caught.value)
     assert "below max_voltage_v" in issues["cell.min_voltage_v"]
-    assert "(0, 1]" in issues["cell.coulombic_efficiency"]
+    assert "[0.5, 1]" in issues["cell.coulombic_efficiency"]
     assert "strictly increasing" in issues["ocv.soc"]
     assert "expected 1" in issues["ocv.voltage_v"]
     assert "positive" in issues["resistance.tau1_s[0][1]"]
@@ -216,3 +216,133 @@ def test_cell_file_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cell.cell.capacity_ah = 1.0  # type: ignore[misc]
     assert isinstance(cell, CellFile)
+
+
+# Physically implausible values: (id, replacement of GOOD_TOML, key, fragment of the reason).
+# Each broke the daemon at run time before it was refused here.
+IMPLAUSIBLE = [
+    (
+        "capacity-denormal",
+        ("capacity_ah = 10.0", "capacity_ah = 5e-324"),
+        "cell.capacity_ah",
+        "0.1",
+    ),
+    ("capacity-huge", ("capacity_ah = 10.0", "capacity_ah = 1e308"), "cell.capacity_ah", "10000"),
+    (
+        "capacity-huge-int",
+        ("capacity_ah = 10.0", "capacity_ah = 1" + "0" * 400),
+        "cell.capacity_ah",
+        "out of range",
+    ),
+    (
+        "efficiency-tiny",
+        ("coulombic_efficiency = 1.0", "coulombic_efficiency = 5e-324"),
+        "cell.coulombic_efficiency",
+        "[0.5, 1]",
+    ),
+    (
+        "ocv-soc-denormal-step",
+        ("soc = [0.0, 0.5, 1.0]", "soc = [0.0, 5e-324, 1.0]"),
+        "ocv.soc",
+        "at least 0.0001 apart",
+    ),
+    (
+        "ocv-temp-tiny-step",
+        ("temp_c = [0.0, 25.0]\nvoltage_v", "temp_c = [0.0, 0.01]\nvoltage_v"),
+        "ocv.temp_c",
+        "at least 0.1 apart",
+    ),
+    (
+        "resistance-soc-tiny-step",
+        ("soc = [0.0, 1.0]", "soc = [0.0, 0.00001]"),
+        "resistance.soc",
+        "apart",
+    ),
+    (
+        "ocv-below-window",
+        ("[[3.0, 3.7, 4.1]", "[[2.7, 3.7, 4.1]"),
+        "ocv.voltage_v[0][0]",
+        "2.8..4.4 V",
+    ),
+    (
+        "ocv-above-window",
+        ("[3.1, 3.8, 4.2]]", "[3.1, 3.8, 4.5]]"),
+        "ocv.voltage_v[1][2]",
+        "outside the cell's window",
+    ),
+    (
+        "r0-huge",
+        ("r0_ohm = [[0.004,", "r0_ohm = [[1e300,"),
+        "resistance.r0_ohm[0][0]",
+        "outside 0..1",
+    ),
+    (
+        "r1-over-1-ohm",
+        ("r1_ohm = [[0.001,", "r1_ohm = [[1.5,"),
+        "resistance.r1_ohm[0][0]",
+        "outside 0..1",
+    ),
+    (
+        "tau-tiny",
+        ("tau1_s = [[30.0,", "tau1_s = [[5e-324,"),
+        "resistance.tau1_s[0][0]",
+        "outside 0.01..100000",
+    ),
+    (
+        "tau-huge",
+        ("tau1_s = [[30.0,", "tau1_s = [[1e9,"),
+        "resistance.tau1_s[0][0]",
+        "outside 0.01..100000",
+    ),
+    (
+        "heat-capacity-tiny",
+        ("heat_capacity_j_per_k = 200.0", "heat_capacity_j_per_k = 5e-324"),
+        "thermal.heat_capacity_j_per_k",
+        "between 1 and",
+    ),
+    (
+        "thermal-resistance-huge",
+        ("thermal_resistance_k_per_w = 5.0", "thermal_resistance_k_per_w = 1e300"),
+        "thermal.thermal_resistance_k_per_w",
+        "between 0.01 and 100",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("replace", "key", "fragment"),
+    [pytest.param(r, k, f, id=i) for i, r, k, f in IMPLAUSIBLE],
+)
+def test_implausible_values_are_refused(
+    tmp_path: Path, replace: tuple[str, str], key: str, fragment: str
+) -> None:
+    assert replace[0] in GOOD_TOML  # the replacement really changes the file
+    with pytest.raises(ConfigError) as caught:
+        load_cell_file(write(tmp_path, GOOD_TOML.replace(*replace, 1)))
+    issues = issues_by_key(caught.value)
+    assert key in issues, issues
+    assert fragment in issues[key]
+    assert len(caught.value.issues) == 1, caught.value.issues
+
+
+@pytest.mark.parametrize(
+    ("replace"),
+    [
+        ("capacity_ah = 10.0", "capacity_ah = 0.1"),
+        ("capacity_ah = 10.0", "capacity_ah = 10000"),
+        ("[[3.0, 3.7, 4.1]", "[[2.8, 3.7, 4.1]"),  # exactly at min_voltage_v - 0.2
+        ("r0_ohm = [[0.004,", "r0_ohm = [[1.0,"),
+        ("soc = [0.0, 0.5, 1.0]", "soc = [0.0, 0.0001, 1.0]"),
+    ],
+    ids=["capacity-min", "capacity-max", "ocv-at-margin", "r0-1-ohm", "soc-min-step"],
+)
+def test_values_at_the_bounds_are_accepted(tmp_path: Path, replace: tuple[str, str]) -> None:
+    assert replace[0] in GOOD_TOML
+    load_cell_file(write(tmp_path, GOOD_TOML.replace(*replace, 1)))
+
+
+def test_the_config_bounds_a_capacity_override_as_the_cell_file_does() -> None:
+    from bmsd.config import CELL_CAPACITY_RANGE_AH
+    from bmsd.model.cell import CAPACITY_RANGE_AH
+
+    assert CELL_CAPACITY_RANGE_AH == CAPACITY_RANGE_AH

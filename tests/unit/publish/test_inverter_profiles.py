@@ -76,7 +76,7 @@ def test_profile_ids_and_types_match_protocols_md() -> None:
 
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "bad.toml"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -86,6 +86,9 @@ title = "Bad"
 dbc = "{ROOT / "dbc" / "inverter_pylontech_lv.dbc"}"
 sources = "test"
 '''
+
+
+SOC_FRAME = '[frames.PYLON_LV_SOC.signals]\nSOC = "soc_pct"\nSOH = "soh_pct"\n'
 
 
 @pytest.mark.parametrize(
@@ -133,6 +136,58 @@ sources = "test"
             'SOC = { field = "soc_pct", value = 3 }\nSOH = "soh_pct"\n',
             "frames.PYLON_LV_SOC.signals.SOC",
             "exactly one of",
+        ),
+        *(
+            (
+                'trigger = "request"\n'
+                f'[request]\nmessage = "PYLON_LV_SOC"\nsignal = "SOC"\nanswers = {{ "{key}" = '
+                '["PYLON_LV_SOC"] }\n' + SOC_FRAME,
+                f"request.answers.{key}",
+                reason,
+            )
+            for key, reason in [
+                ("²", "decimal integers"),  # isdigit() but int() refuses it: crashed the link
+                ("٣", "decimal integers"),  # a non-ASCII decimal digit
+                ("9" * 5000, "decimal integers"),  # int() refuses over 4300 digits
+                ("70000", "does not fit the request signal"),
+            ]
+        ),
+        ("id_offset = 0x10000000000\n" + SOC_FRAME, "id_offset", "at most 0x1FFFFFFF"),
+        ("id_offset = 0x700\n" + SOC_FRAME, "id_offset", "beyond the largest 11-bit id"),
+        ("stale_after_s = 1e300\n" + SOC_FRAME, "stale_after_s", "at most 60 s"),
+        ("min_spacing_s = 1e300\n" + SOC_FRAME, "min_spacing_s", "at most 1 s"),
+        (
+            "[frames.PYLON_LV_SOC]\nperiod_s = 5e-324\n" + SOC_FRAME,
+            "frames.PYLON_LV_SOC.period_s",
+            "between 0.01 and 60 s",
+        ),
+        (
+            "[frames.PYLON_LV_SOC]\nperiod_s = 1e300\n" + SOC_FRAME,
+            "frames.PYLON_LV_SOC.period_s",
+            "between 0.01 and 60 s",
+        ),
+        (
+            '[frames.PYLON_LV_SOC.signals]\nSOC = { field = "soc_pct", scale = 1e300 }\n'
+            'SOH = "soh_pct"\n',
+            "frames.PYLON_LV_SOC.signals.SOC.scale",
+            "between 0.001 and 1000 in size",
+        ),
+        (
+            '[frames.PYLON_LV_SOC.signals]\nSOC = { field = "soc_pct", scale = 0.0 }\n'
+            'SOH = "soh_pct"\n',
+            "frames.PYLON_LV_SOC.signals.SOC.scale",
+            "between 0.001 and 1000 in size",
+        ),
+        (
+            '[frames.PYLON_LV_SOC.signals]\nSOC = { field = "soc_pct", offset = -1e300 }\n'
+            'SOH = "soh_pct"\n',
+            "frames.PYLON_LV_SOC.signals.SOC.offset",
+            "within ±100000",
+        ),
+        (
+            '[keepalive]\nmessage = "PYLON_LV_SOC"\ntimeout_s = 1e300\n' + SOC_FRAME,
+            "keepalive.timeout_s",
+            "at most 3600 s",
         ),
     ],
 )
