@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bmsd.model.faults import FaultLevel
-from bmsd.protection.quantities import QUANTITIES, QUANTITY_BY_NAME
+from bmsd.protection.quantities import QUANTITIES, QUANTITY_BY_NAME, THRESHOLD_RANGES
 from bmsd.protection.table import FaultSpec
 from bmsd.schema import parse
 
@@ -25,13 +25,15 @@ SAFETY_DOC = ROOT / "docs" / "safety.md"
 
 def render_quantities() -> str:
     lines = [
-        "| Quantity | Trips when | Unit | Meaning |",
-        "|---|---|---|---|",
+        "| Quantity | Trips when | Unit | Thresholds allowed | Meaning |",
+        "|---|---|---|---|---|",
     ]
     for quantity in QUANTITIES:
         relation = "above" if quantity.direction == "above" else "below"
+        low, high = THRESHOLD_RANGES[quantity.name]
         lines.append(
-            f"| `{quantity.name}` | {relation} | {quantity.unit or '–'} | {quantity.description} |"
+            f"| `{quantity.name}` | {relation} | {quantity.unit or '–'} | {low:g} to {high:g} "
+            f"| {quantity.description} |"
         )
     return "\n".join(lines)
 

@@ -403,3 +403,49 @@ QUANTITIES: tuple[Quantity, ...] = (
 )
 
 QUANTITY_BY_NAME: dict[str, Quantity] = {q.name: q for q in QUANTITIES}
+
+# The thresholds a fault on each quantity may have: what the quantity can reach on a real
+# pack, with room for any lithium chemistry and any sane setting. A threshold beyond it would
+# never trip (a fatal cell voltage of 1e300 V, a comm-loss after a day): the table refuses
+# it rather than let a level be switched off by a typo. Flags and levels (0/1, 0..2) must
+# trip at a value they take.
+THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
+    # Cell voltages: sodium-ion and LTO go down to 1.5 V, no lithium cell reaches 5 V.
+    "cell_voltage_max_v": (0.5, 6.0),
+    "cell_voltage_min_v": (0.5, 6.0),
+    "pack_voltage_per_cell_max_v": (0.5, 6.0),
+    "pack_voltage_per_cell_min_v": (0.5, 6.0),
+    "charge_current_c": (0.01, 20.0),
+    "discharge_current_c": (0.01, 20.0),
+    "cell_temp_max_charging_c": (-60.0, 150.0),
+    "cell_temp_min_charging_c": (-60.0, 150.0),
+    "cell_temp_max_discharging_c": (-60.0, 150.0),
+    "cell_temp_min_discharging_c": (-60.0, 150.0),
+    "cell_voltage_spread_v": (0.001, 2.0),
+    "temp_spread_c": (0.1, 100.0),
+    # Comm loss: the acquisition timeouts are at most 60 s, so is a silence worth a fault.
+    "module_silence_s": (0.01, 60.0),
+    "current_sensor_silence_s": (0.01, 60.0),
+    "switchbox_silence_s": (0.01, 60.0),
+    "implausible_recent_ticks": (1.0, 10_000.0),
+    "cell_voltage_frozen_swing_v": (0.001, 1.0),
+    "current_frozen_s": (1.0, 3600.0),
+    "pack_voltage_deviation_pct": (0.1, 100.0),
+    "unexpected_module_count": (1.0, 10_000.0),
+    "module_error_count": (1.0, 10_000.0),
+    "current_sensor_error": (0.001, 1.0),
+    "contactor_mismatch_s": (0.01, 10.0),
+    "open_current_a": (0.01, 1000.0),
+    "open_bus_voltage_ratio": (0.05, 1.5),
+    "precharge_current_a": (0.01, 10_000.0),
+    "precharge_failure": (0.001, 1.0),
+    "can_bus_error_level": (0.001, 2.0),
+    "can_error_frames_per_s": (0.01, 100_000.0),
+    "can_unknown_frames_per_s": (0.01, 100_000.0),
+    "state_file_damaged": (0.001, 1.0),
+    "control_stall_s": (0.001, 10.0),
+    "ems_heartbeat_timeout": (0.001, 2.0),
+    "inverter_keepalive_overdue_s": (0.0, 3600.0),
+    "inverter_limit_excess_a": (0.0, 1000.0),
+    "balancing_mismatch_modules": (1.0, 10_000.0),
+}

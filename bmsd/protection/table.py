@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bmsd.model.faults import FaultLevel
-from bmsd.protection.quantities import QUANTITY_BY_NAME
+from bmsd.protection.quantities import QUANTITY_BY_NAME, THRESHOLD_RANGES
 from bmsd.schema import doc
 
 Blocks = Literal["charge", "discharge", "both", "none"]
@@ -106,6 +106,17 @@ class FaultSpec:
                     f"must be at most {MAX_FATAL_SET_DELAY_S:g} s on a fatal level",
                 )
             )
+        low_limit, high_limit = THRESHOLD_RANGES[quantity.name]
+        unit = f" {quantity.unit}" if quantity.unit else ""
+        for level, spec in levels:
+            if not low_limit <= spec.threshold <= high_limit:
+                problems.append(
+                    (
+                        f"{level.label}.threshold",
+                        f"must be between {low_limit:g} and {high_limit:g}{unit}: "
+                        f"{quantity.name} cannot reach {spec.threshold:g}, so it would never trip",
+                    )
+                )
         thresholds = [(level.label, spec.threshold) for level, spec in levels]
         for (low_name, low), (high_name, high) in itertools.pairwise(thresholds):
             ordered = low <= high if quantity.direction == "above" else low >= high

@@ -237,6 +237,20 @@ CASES = [
         {"protection.faults.cell_voltage_high.fatal.threshold": HUGE_INT},
         ("protection.faults.cell_voltage_high.fatal.threshold", "out of range"),
     ),
+    # thresholds a quantity cannot reach would switch a level off
+    case(
+        "comm-loss-fatal-never-trips",
+        {"protection.faults.module_comm_loss.fatal.threshold": 1e300},
+        (
+            "protection.faults.module_comm_loss.fatal.threshold",
+            "must be between 0.01 and 60 s: module_silence_s cannot reach 1e+300",
+        ),
+    ),
+    case(
+        "bus-off-level-never-reached",
+        {"protection.faults.can_bus_error.fatal.threshold": 3.0},
+        ("protection.faults.can_bus_error.fatal.threshold", "must be between 0.001 and 2"),
+    ),
     # unknown keys, at every level of nesting
     case("unknown-top-level", {"colour": "red"}, ("colour", "unknown key")),
     case("unknown-in-table", {"pack.cell_count": 64}, ("pack.cell_count", "unknown key")),

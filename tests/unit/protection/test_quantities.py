@@ -534,3 +534,24 @@ def test_intermittent_implausible_readings_are_counted_over_the_window() -> None
     assert IMPLAUSIBLE_WINDOW_S == 10.0
     assert counts[-1] == 10
     assert max(counts) == 10
+
+
+def test_every_quantity_has_a_threshold_range_its_shipped_thresholds_lie_in() -> None:
+    import tomllib
+
+    from bmsd.protection.quantities import THRESHOLD_RANGES
+
+    assert set(THRESHOLD_RANGES) == {q.name for q in QUANTITIES}
+    for low, high in THRESHOLD_RANGES.values():
+        assert low <= high
+    shipped = 0
+    for path in sorted((ROOT / "etc" / "protection").glob("*.toml")):
+        for name, fault in tomllib.loads(path.read_text(encoding="utf-8")).items():
+            if not isinstance(fault, dict) or "quantity" not in fault:
+                continue
+            low, high = THRESHOLD_RANGES[fault["quantity"]]
+            for level in ("info", "warning", "fatal"):
+                if level in fault:
+                    shipped += 1
+                    assert low <= fault[level]["threshold"] <= high, (path.name, name, level)
+    assert shipped > 50
