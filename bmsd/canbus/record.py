@@ -125,28 +125,27 @@ class FrameRecorder:
         return sorted(found)
 
     def _check_file(self, writer: can.Listener) -> None:
+        """Begin a new file when the current one was removed or replaced, or is full."""
         try:
             status = self.path.stat()
             moved = (status.st_dev, status.st_ino) != self._inode
         except FileNotFoundError:
             moved = True
+        size = getattr(writer, "file_size", None)
+        full = self.max_bytes > 0 and callable(size) and size() >= self.max_bytes
+        if not (moved or full):
+            return
+        self._writer = None
+        writer.stop()
+        self._begin_file()
         if moved:
             log.warning(
-                "recording of bus %s: %s was removed or replaced; beginning it again",
+                "recording of bus %s: %s was removed or replaced; begun again",
                 self.bus_name,
                 self.path,
             )
-            self._writer = None
-            writer.stop()
-            self._begin_file()
-            return
-        if self.max_bytes > 0:
-            size = getattr(writer, "file_size", None)
-            if callable(size) and size() >= self.max_bytes:
-                self._writer = None
-                writer.stop()
-                self._begin_file()
-                log.info("recording of bus %s continues in a new file", self.bus_name)
+        else:
+            log.info("recording of bus %s continues in a new file", self.bus_name)
 
     def _begin_file(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
