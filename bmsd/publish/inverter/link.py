@@ -249,14 +249,8 @@ class InverterLink:
         except (cantools.database.DecodeError, ValueError, KeyError, TypeError) as exc:
             # cantools' DecodeError is not a ValueError (45.x: bases cantools.Error only).
             self.stats.bad_frames += 1
-            if self.stats.bad_frames <= 10 or self.stats.bad_frames % 1000 == 0:
-                log.warning(
-                    "inverter %s: bad frame %s dropped (%d so far): %s",
-                    self.name,
-                    message,
-                    self.stats.bad_frames,
-                    exc,
-                )
+            # A flood of these is held back by the daemon's log rate limiter (system/logs.py).
+            log.warning("inverter %s: bad frame %s dropped: %s", self.name, message, exc)
             return None
         return decoded
 
