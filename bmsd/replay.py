@@ -80,16 +80,9 @@ def _messages(log_path: Path) -> Iterator[can.Message]:
     index = 0
     try:
         with can.LogReader(str(log_path)) as reader:
-            iterator = iter(reader)
-            while True:
-                try:
-                    message = next(iterator)
-                except StopIteration:
-                    return
+            for message in reader:
                 index += 1
                 yield message
-    except BmsdError:
-        raise
     except Exception as exc:  # IndexError, struct.error, zlib.error, ...: all a corrupt log
         where = f" after frame {index}" if index else ""
         reason = str(exc) or type(exc).__name__
