@@ -89,6 +89,7 @@ SUNSPEC_BASE = 40000
 SUNSPEC_MARKER = [0x5375, 0x6E53]  # "SunS"
 MAP_VERSION = 1  # native input register 0
 CELL_BLOCK_BASE, CELL_BLOCK_STRIDE, TEMP_OFFSET = 1000, 320, 256
+MIB = 1024.0 * 1024.0
 PROMETHEUS = shutil.which("prometheus")
 
 # --stall-tolerant: on a machine shared with other heavy jobs the daemon's process can stall for
@@ -207,6 +208,10 @@ class MetricsSample:
     modbus_errors_by: dict[str, float]  # "function/exception" -> exception answers
     inverter_frames: float
     inverter_requests: float
+    # The C heap as glibc saw it before the daemon's newest trim (absent before the first)
+    heap_in_use_bytes: float | None = None
+    heap_free_bytes: float | None = None
+    heap_trims: float = 0.0
 
 
 def parse_metrics(text: str) -> MetricsSample:
@@ -257,6 +262,9 @@ def parse_metrics(text: str) -> MetricsSample:
         modbus_errors_by=modbus_errors_by,
         inverter_frames=frames,
         inverter_requests=requests,
+        heap_in_use_bytes=values.get("bmsd_heap_in_use_bytes"),
+        heap_free_bytes=values.get("bmsd_heap_free_bytes"),
+        heap_trims=values.get("bmsd_heap_trims_total", 0.0),
     )
 
 
@@ -569,6 +577,14 @@ class SoakResult:
     rss_late_growth_mib_per_h: float | None = None
     rss_late_growth_stderr_mib_per_h: float | None = None
     rss_late_fit_samples: int = 0
+    # What the C heap holds (the daemon's bmsd_heap_* metrics, after the warm-up): memory in
+    # use that grows is a leak; RSS that grows while it does not is the allocator's.
+    heap_in_use_start_mib: float | None = None
+    heap_in_use_end_mib: float | None = None
+    heap_in_use_growth_mib_per_h: float | None = None
+    heap_in_use_growth_stderr_mib_per_h: float | None = None
+    heap_free_end_mib: float | None = None
+    heap_trims: int = 0
     ticks: int = 0
     missed_ticks: int = 0
     missed_ticks_after_warmup: int = 0
@@ -646,6 +662,7 @@ class Soak:
         self.result = SoakResult()
         self._fit = LinearFit()
         self._late_fit = LinearFit()
+        self._heap_fit = LinearFit()
         self._late_from_s = options.warmup + (options.duration_s - options.warmup) / 2.0
         self._warm_sample: MetricsSample | None = None
         self._modes: set[str] = set()
@@ -770,6 +787,15 @@ class Soak:
         self._last = sample
         if elapsed_s < self.options.warmup:
             return  # the ranges show the load cycling, not the limits at zero during start-up
+        if sample.heap_in_use_bytes is not None:
+            in_use_mib = sample.heap_in_use_bytes / MIB
+            if result.heap_in_use_start_mib is None:
+                result.heap_in_use_start_mib = in_use_mib
+            result.heap_in_use_end_mib = in_use_mib
+            self._heap_fit.add(elapsed_s / 3600.0, in_use_mib)
+        if sample.heap_free_bytes is not None:
+            result.heap_free_end_mib = sample.heap_free_bytes / MIB
+        result.heap_trims = int(sample.heap_trims)
         result.soc_min, result.soc_max = (
             _lo(result.soc_min, sample.soc),
             _hi(result.soc_max, sample.soc),
@@ -790,6 +816,8 @@ class Soak:
         result.rss_late_growth_mib_per_h = self._late_fit.slope
         result.rss_late_growth_stderr_mib_per_h = self._late_fit.slope_stderr
         result.rss_late_fit_samples = self._late_fit.n
+        result.heap_in_use_growth_mib_per_h = self._heap_fit.slope
+        result.heap_in_use_growth_stderr_mib_per_h = self._heap_fit.slope_stderr
         result.modes_seen = sorted(self._modes)
         if last is None:
             return
@@ -1024,6 +1052,12 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
         f"the verdict): {_f(r.rss_late_growth_mib_per_h, '+.3f')} "
         f"± {_f(r.rss_late_growth_stderr_mib_per_h, '.3f')} MiB/h "
         f"({r.rss_late_fit_samples} samples)"
+    )
+    yield (
+        f"  C heap in use (glibc, after the warm-up): {_f(r.heap_in_use_start_mib, '.2f')} -> "
+        f"{_f(r.heap_in_use_end_mib, '.2f')} MiB, {_f(r.heap_in_use_growth_mib_per_h, '+.3f')} "
+        f"± {_f(r.heap_in_use_growth_stderr_mib_per_h, '.3f')} MiB/h; free before the last "
+        f"trim {_f(r.heap_free_end_mib, '.2f')} MiB; {r.heap_trims} trims"
     )
     yield (
         f"  ticks: {r.ticks}, missed {r.missed_ticks} "

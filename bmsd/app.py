@@ -9,6 +9,7 @@ ticks, STATUS, STOPPING. SIGHUP reloads the config file (:mod:`bmsd.system.reloa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -40,12 +41,14 @@ from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
 from bmsd.protection.journal import FaultJournal
 from bmsd.protection.persistence import LatchedFaultStore
+from bmsd.publish.heap import HeapCollector
 from bmsd.publish.inverter.metrics import InverterCollector
 from bmsd.publish.inverter.service import InverterService, pack_info
 from bmsd.publish.metrics import MetricsExporter, Sources
 from bmsd.publish.modbus.metrics import ModbusCollector
 from bmsd.publish.modbus.server import build_server as build_modbus_server
 from bmsd.sim.runner import build_simulated_inverter, build_simulated_pack, run_simulator
+from bmsd.system.heap import HeapKeeper, find_glibc_heap
 from bmsd.system.logs import LogSetup
 from bmsd.system.notify import ServiceNotifier
 from bmsd.system.reload import plan_reload
@@ -134,10 +137,14 @@ class Daemon:
             self.loop.submit,
             self.controller.external,
         )
+        heap = find_glibc_heap()
+        self.heap_keeper = HeapKeeper(heap) if heap is not None else None
         if self.metrics is not None:
             self.metrics.add_collector(InverterCollector(lambda: self.inverters.links))
             if self.modbus is not None:
                 self.metrics.add_collector(ModbusCollector(self.modbus))
+            if self.heap_keeper is not None:
+                self.metrics.add_collector(HeapCollector(self.heap_keeper))
         # Last hook: the watchdog ping proves a whole tick, with every hook above, completed.
         self.loop.on_tick.append(self._service_tick)
         self.stop_event: asyncio.Event | None = None
@@ -408,6 +415,8 @@ class Daemon:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.loop.run(stop), name="control")
                 tasks.create_task(self.inverters.run(self.buses, stop), name="inverters")
+                if self.heap_keeper is not None:
+                    tasks.create_task(self._keep_heap(self.heap_keeper, stop), name="heap")
                 if self.config.sim.enabled:
                     sim_bus = self._open_sim_bus()
                     sim_inverter = build_simulated_inverter(self.config)
@@ -461,6 +470,24 @@ class Daemon:
             for bus in self.buses.values():
                 bus.close()
             log.info("bmsd stopped")
+
+    async def _keep_heap(self, keeper: HeapKeeper, stop: asyncio.Event) -> None:
+        """Trim the C heap once start-up is done, then every service.heap_trim_interval_s.
+
+        The interval is read anew each time, so a reload applies it. A worker thread does the
+        trim: it walks the allocator's free lists, which must not hold up a tick.
+        """
+        while not stop.is_set():
+            interval_s = self.config.service.heap_trim_interval_s
+            if interval_s > 0:
+                try:
+                    await asyncio.to_thread(keeper.measure_and_trim)
+                except Exception:  # memory housekeeping must never take protection down
+                    log.exception("trimming the C heap failed; not trying again")
+                    return
+            # Off (0): look again now and then, in case a reload switches it on.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s if interval_s > 0 else 60.0)
 
     def _on_signal(self, signum: int) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)

@@ -494,11 +494,21 @@ class ServiceConfig:
         unit="s",
         default=2.0,
     )
+    heap_trim_interval_s: float = doc(
+        "Give the C heap's free pages back to the kernel (malloc_trim, in a worker thread) this "
+        "often, so resident memory follows live data rather than creeping up as the heap "
+        "fragments; also when bmsd_heap_* metrics are measured; 0: never (glibc only)",
+        unit="s",
+        default=60.0,
+    )
 
     def check(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
         if self.status_interval_s < 0:
-            return [("status_interval_s", "must not be negative")]
-        return []
+            problems.append(("status_interval_s", "must not be negative"))
+        if not 0 <= self.heap_trim_interval_s <= 86400:
+            problems.append(("heap_trim_interval_s", "must be between 0 and 86400"))
+        return problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,7 @@ from bmsd.model.limits import LIMIT_KINDS
 from bmsd.model.snapshot import Extremes
 from bmsd.model.state import PackState
 from bmsd.model.topology import Topology
+from bmsd.publish import heap as heap_metrics
 from bmsd.publish.family import FamilyDoc
 from bmsd.publish.httpserver import BoundedWSGIServer
 from bmsd.publish.inverter import metrics as inverter_metrics
@@ -990,6 +991,8 @@ def _host_port(host: str, port: int) -> str:
 
 # Families the publishers' collectors serve (listed in the reference, checked against a scrape).
 PUBLISHER_FAMILIES: tuple[FamilyDoc, ...] = (*modbus_metrics.FAMILIES, *inverter_metrics.FAMILIES)
+# Every family a collector other than the pack's serves (the C heap's too).
+COLLECTOR_FAMILIES: tuple[FamilyDoc, ...] = (*PUBLISHER_FAMILIES, *heap_metrics.FAMILIES)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
@@ -1000,6 +1003,14 @@ _SOURCE_TEXT = {
     "hook": "tick hook",
     "http": "HTTP server",
 }
+
+
+def _family_rows(families: Sequence[FamilyDoc]) -> list[str]:
+    rows = []
+    for family in families:
+        labels = ", ".join(f"`{label}`" for label in family.labels)
+        rows.append(f"| `{family.name}` | {family.kind} | {labels} | {family.help} |")
+    return rows
 
 
 def render_reference() -> str:
@@ -1052,9 +1063,21 @@ def render_reference() -> str:
         "| metric | type | labels | description |",
         "| --- | --- | --- | --- |",
     ]
-    for family in PUBLISHER_FAMILIES:
-        labels = ", ".join(f"`{label}`" for label in family.labels)
-        lines.append(f"| `{family.name}` | {family.kind} | {labels} | {family.help} |")
+    lines += _family_rows(PUBLISHER_FAMILIES)
+    lines += [
+        "",
+        "## The daemon's C heap",
+        "",
+        "Measured by glibc (`mallinfo2`, all arenas) just before each trim of the heap",
+        "(`malloc_trim`, every `service.heap_trim_interval_s`), so from the first trim on, and",
+        "only on glibc. `bmsd_heap_in_use_bytes` that keeps growing is a leak;",
+        "`bmsd_heap_free_bytes` is fragmentation, whose whole pages each trim gives back",
+        "(docs/reliability.md, section 5).",
+        "",
+        "| metric | type | labels | description |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += _family_rows(heap_metrics.FAMILIES)
     lines += [
         "",
         "## Scraping",

@@ -24,7 +24,7 @@ from bmsd.app import Daemon
 from bmsd.config import load_config
 from bmsd.model.limits import LIMIT_KINDS
 from bmsd.model.state import PackState
-from bmsd.publish.metrics import AH_TO_C, METRICS, PUBLISHER_FAMILIES
+from bmsd.publish.metrics import AH_TO_C, COLLECTOR_FAMILIES, METRICS
 
 PROMTOOL = shutil.which("promtool")
 
@@ -62,7 +62,9 @@ async def _scrape_running_daemon(tmp_path: Path) -> tuple[str, dict[int, PackSta
         for _ in range(300):
             await asyncio.sleep(0.1)
             latest = daemon.hub.latest
-            if latest is not None and latest.mode.value == "closed" and latest.estimates:
+            heap_measured = daemon.heap_keeper is None or daemon.heap_keeper.figures.usage
+            pack_up = latest is not None and latest.mode.value == "closed" and latest.estimates
+            if pack_up and heap_measured:  # and the C heap trimmed once (bmsd_heap_*)
                 break
         assert daemon.metrics is not None and daemon.metrics.address is not None
         host, port = daemon.metrics.address
@@ -104,9 +106,9 @@ def test_every_table_metric_is_served_and_nothing_else(
             assert name not in served, spec.name
             continue
         expected.add(name)
-    # Publishers' own collectors (Modbus, inverter: etc/sim.toml has both) add theirs, each
-    # listed in docs/metrics.md.
-    expected |= {family.name.removesuffix("_total") for family in PUBLISHER_FAMILIES}
+    # Publishers' own collectors (Modbus, inverter: etc/sim.toml has both) and the C heap's
+    # add theirs, each listed in docs/metrics.md.
+    expected |= {family.name.removesuffix("_total") for family in COLLECTOR_FAMILIES}
     assert served == expected
     assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info"} <= families
 

@@ -86,6 +86,9 @@ def test_short_soak_serves_every_client_and_keeps_the_pack_healthy(tmp_path: Pat
     assert result.rss_start_mib is not None and result.rss_max_mib is not None
     assert result.rss_max_mib - result.rss_start_mib < 50.0, text
     assert result.rss_late_fit_samples >= 3, text  # the second half, which the verdict reads
+    # The daemon's C heap figures, read from its metrics: a leak shows as memory in use
+    assert result.heap_trims >= 1 and result.heap_in_use_end_mib is not None, text
+    assert 1.0 < result.heap_in_use_end_mib < 500.0, text
     # The pause probe ran beside the daemon, and every stall was set beside it.
     assert (tmp_path / "pauses.txt").exists() and result.steal_s is not None, text
     assert all({"machine", "probe_overslept_s", "steal_s"} <= set(s) for s in result.stalls)

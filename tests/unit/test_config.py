@@ -604,6 +604,17 @@ RULES = [
         {"can.slaves.record_keep_files": 1},
         ("can.slaves.record_keep_files", "must be between 2 and 10000"),
     ),
+    # ServiceConfig
+    case(
+        "heap-trim-negative",
+        {"service.heap_trim_interval_s": -1.0},
+        ("service.heap_trim_interval_s", "must be between 0 and 86400"),
+    ),
+    case(
+        "heap-trim-beyond-a-day",
+        {"service.heap_trim_interval_s": 86_401.0},
+        ("service.heap_trim_interval_s", "must be between 0 and 86400"),
+    ),
     # ModbusConfig
     case(
         "modbus-per-address-negative",

@@ -30,9 +30,9 @@ from bmsd.model.topology import Topology
 from bmsd.publish import metrics as metrics_module
 from bmsd.publish.metrics import (
     AH_TO_C,
+    COLLECTOR_FAMILIES,
     DOC,
     METRICS,
-    PUBLISHER_FAMILIES,
     MetricsExporter,
     PackCollector,
     Sources,
@@ -96,9 +96,9 @@ def test_reference_doc_is_generated_from_the_table() -> None:
     )
     for spec in METRICS:
         assert f"| `{spec.name}` |" in render_reference()
-    for family in PUBLISHER_FAMILIES:
+    for family in COLLECTOR_FAMILIES:
         assert f"| `{family.name}` | {family.kind} |" in render_reference()
-    names = [spec.name for spec in METRICS] + [family.name for family in PUBLISHER_FAMILIES]
+    names = [spec.name for spec in METRICS] + [family.name for family in COLLECTOR_FAMILIES]
     assert len(names) == len(set(names)), "a publisher family clashes with the table"
 
 
