@@ -147,9 +147,11 @@ def walk_tables(cls: type[Any] = Config, parent: Table | None = None) -> list[Ta
 
 
 def _plural(name: str) -> str:
-    return {"a boolean": "booleans", "an integer": "integers", "a number": "numbers"}.get(
-        name, name.removeprefix("a ").removeprefix("an ") + "s"
-    )
+    """The plural of a type's name: its first noun takes the "s" ("arrays of 2 numbers")."""
+    for one in ("an array", "a table"):
+        if name.startswith(one):
+            return one.split(" ")[1] + "s" + name.removeprefix(one)
+    return name.removeprefix("a ").removeprefix("an ") + "s"
 
 
 def type_name(tp: Any) -> str:

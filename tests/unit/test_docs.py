@@ -15,7 +15,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import pytest
 
 from bmsd.config import Config
-from bmsd.docs_gen import render_configuration_reference
+from bmsd.docs_gen import render_configuration_reference, type_name
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "configuration.md"
@@ -120,3 +120,16 @@ def test_every_shipped_fault_is_documented() -> None:
         with table.open("rb") as handle:
             for fault_id in tomllib.load(handle):
                 assert f"`{fault_id}`" in text, f"{fault_id} of {table.name} not in docs/safety.md"
+
+
+@pytest.mark.parametrize(
+    ("tp", "name"),
+    [
+        (tuple[tuple[float, float], ...], "an array of arrays of 2 numbers"),
+        (tuple[int, ...], "an array of integers"),
+        (tuple[str, str], "an array of 2 strings"),
+        (dict[str, tuple[float, ...]], "a table of arrays of numbers by name"),
+    ],
+)
+def test_type_names_read_as_english(tp: Any, name: str) -> None:
+    assert type_name(tp) == name
