@@ -29,6 +29,7 @@ from bmsd.schema import (
     file_problem,
     has_dotted,
     must_be_positive,
+    must_be_within,
     parse,
     parse_override,
     path_name_problem,
@@ -105,12 +106,10 @@ class PackConfig:
         for key in ("strings", "modules_per_string", "cells_per_module"):
             if getattr(self, key) < 1:
                 problems.append((key, "must be at least 1"))
-        if not 1 <= self.cells_in_parallel <= 1000:  # capacity and currents scale by it
-            problems.append(("cells_in_parallel", "must be between 1 and 1000"))
-        if not 0 <= self.temps_per_module <= 64:
-            problems.append(("temps_per_module", "must be between 0 and 64"))
-        if not 1 <= self.cells_per_module <= 255:
-            problems.append(("cells_per_module", "must be between 1 and 255"))
+        # Capacity and currents scale by cells in parallel.
+        problems += must_be_within(self, "cells_in_parallel", 1, 1000)
+        problems += must_be_within(self, "temps_per_module", 0, 64)
+        problems += must_be_within(self, "cells_per_module", 1, 255)
         low_ah, high_ah = CELL_CAPACITY_RANGE_AH
         if self.cell_capacity_ah != 0 and not low_ah <= self.cell_capacity_ah <= high_ah:
             # As the cell file's bound: 5e-324 Ah divided by zero in the control loop.
@@ -185,18 +184,14 @@ class BusConfig:
             problems.append(("reopen_delay_s", "must be positive"))
         if self.reopen_max_delay_s < self.reopen_delay_s:
             problems.append(("reopen_max_delay_s", "must not be below reopen_delay_s"))
-        if not 0.5 <= self.rate_window_s <= 3600:
-            problems.append(("rate_window_s", "must be between 0.5 and 3600"))
-        if not 10_000 <= self.bitrate <= 8_000_000:
-            problems.append(("bitrate", "must be between 10000 and 8000000"))
+        problems += must_be_within(self, "rate_window_s", 0.5, 3600)
+        problems += must_be_within(self, "bitrate", 10_000, 8_000_000)
         if self.record and Path(self.record).suffix.lower() not in RECORD_SUFFIXES:
             problems.append(
                 ("record", f"unsupported log format; use one of {', '.join(RECORD_SUFFIXES)}")
             )
-        if not 0 <= self.record_max_mb <= 100_000:
-            problems.append(("record_max_mb", "must be between 0 and 100000"))
-        if not 2 <= self.record_keep_files <= 10_000:
-            problems.append(("record_keep_files", "must be between 2 and 10000"))
+        problems += must_be_within(self, "record_max_mb", 0, 100_000)
+        problems += must_be_within(self, "record_keep_files", 2, 10_000)
         return problems
 
 
@@ -328,8 +323,7 @@ class ContactorConfig:
             "command_timeout_s",
         )
         problems += _at_most(self, _CONTACTOR_MAX_TIMES_S, "s")
-        if not 0 <= self.break_current_a <= 1000:
-            problems.append(("break_current_a", "must be between 0 and 1000 A"))
+        problems += must_be_within(self, "break_current_a", 0, 1000, "A")
         return problems
 
 
@@ -427,10 +421,8 @@ class ControlConfig:
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        if not 0.01 <= self.tick_s <= 10.0:
-            problems.append(("tick_s", "must be between 0.01 and 10"))
-        if not 0.0001 <= self.thread_switch_interval_s <= 0.005:
-            problems.append(("thread_switch_interval_s", "must be between 0.0001 and 0.005"))
+        problems += must_be_within(self, "tick_s", 0.01, 10.0)
+        problems += must_be_within(self, "thread_switch_interval_s", 0.0001, 0.005)
         if self.summary_log_interval_s < 0:
             problems.append(("summary_log_interval_s", "must not be negative"))
         return problems
@@ -506,8 +498,7 @@ class ServiceConfig:
         problems: list[tuple[str, str]] = []
         if self.status_interval_s < 0:
             problems.append(("status_interval_s", "must not be negative"))
-        if not 0 <= self.heap_trim_interval_s <= 86400:
-            problems.append(("heap_trim_interval_s", "must be between 0 and 86400"))
+        problems += must_be_within(self, "heap_trim_interval_s", 0, 86400)
         return problems
 
 
@@ -619,8 +610,7 @@ class SimConfig:
         for index, offset in enumerate(self.soc_offsets):
             if not -100.0 < offset.offset_pct < 100.0:
                 problems.append((f"soc_offsets[{index}].offset_pct", "must be within ±100 %"))
-        if not 0.0 <= self.initial_soc <= 1.0:
-            problems.append(("initial_soc", "must be between 0 and 1"))
+        problems += must_be_within(self, "initial_soc", 0.0, 1.0)
         problems += must_be_positive(
             self,
             "physics_step_s",
@@ -667,12 +657,10 @@ class MetricsConfig:
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        if not 0 <= self.port <= 65535:
-            problems.append(("port", "must be between 0 and 65535"))
+        problems += must_be_within(self, "port", 0, 65535)
         if not self.host:
             problems.append(("host", "must not be empty"))
-        if not 1 <= self.workers <= 64:
-            problems.append(("workers", "must be between 1 and 64"))
+        problems += must_be_within(self, "workers", 1, 64)
         if not 0 < self.request_timeout_s <= 300:
             problems.append(("request_timeout_s", "must be above 0 and at most 300"))
         return problems

@@ -66,6 +66,23 @@ def must_not_be_negative(obj: object, *keys: str) -> list[tuple[str, str]]:
     return [(key, "must not be negative") for key in keys if getattr(obj, key) < 0]
 
 
+def must_be_within(
+    obj: object, key: str, low: float, high: float, unit: str = "", *, note: str = ""
+) -> list[tuple[str, str]]:
+    """For a ``check()``: (key, reason) when the number is outside low..high (NaN too)."""
+    if low <= getattr(obj, key) <= high:
+        return []
+    unit_text = f" {unit}" if unit else ""
+    return [(key, f"must be between {_number(low)} and {_number(high)}{unit_text}{note}")]
+
+
+def _number(value: float) -> str:
+    """A bound as a reader writes it: 8000000, not 8e+06."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.15g}"
+
+
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix and key else prefix or key
 

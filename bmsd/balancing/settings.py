@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bmsd.schema import doc, must_be_positive, must_not_be_negative
+from bmsd.schema import doc, must_be_positive, must_be_within, must_not_be_negative
 
 StrategyName = Literal["none", "voltage", "soc", "top"]
 Alignment = Literal["top", "bottom"]
@@ -205,8 +205,8 @@ class BalancingConfig:
             "soc_deadband_sigma",
             "hold_charge_current_a",
         )
-        if not 0.0 <= self.board_temp_limit_c <= 125.0:  # beyond any board's rating
-            problems.append(("board_temp_limit_c", "must be between 0 and 125 °C"))
+        # Beyond 125 °C: beyond any board's rating.
+        problems += must_be_within(self, "board_temp_limit_c", 0.0, 125.0, "°C")
         if self.bleed_current_a > 5.0:
             problems.append(("bleed_current_a", "must be at most 5 A"))
         if self.measure_window_s >= self.duty_period_s:
@@ -225,8 +225,7 @@ class BalancingConfig:
             )
         if not 0.0 <= self.soc_stop_spread < self.soc_start_spread <= 0.5:
             problems.append(("soc_start_spread", "must be above soc_stop_spread and at most 0.5"))
-        if not 0.5 <= self.soc_reference_quantile <= 1.0:
-            problems.append(("soc_reference_quantile", "must be between 0.5 and 1"))
+        problems += must_be_within(self, "soc_reference_quantile", 0.5, 1.0)
         if self.soc_deadband_sigma > 5.0:
             problems.append(("soc_deadband_sigma", "must be at most 5 (sigma)"))
         if not 60.0 <= self.soc_plan_interval_s <= 30 * 86400.0:
@@ -238,8 +237,7 @@ class BalancingConfig:
         if not 0.0 < self.soc_max_std <= 0.5:
             problems.append(("soc_max_std", "must be above 0 and at most 0.5"))
         for key in ("voltage_min_cell_v", "top_start_cell_v"):
-            if not 1.0 <= getattr(self, key) <= 5.0:
-                problems.append((key, "must be between 1 and 5 V (a cell voltage)"))
+            problems += must_be_within(self, key, 1.0, 5.0, "V", note=" (a cell voltage)")
         if not self.allow_while_charging and not self.allow_at_rest and self.strategy != "none":
             problems.append(
                 ("allow_at_rest", "balancing needs allow_while_charging or allow_at_rest")

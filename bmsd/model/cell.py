@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from bmsd.schema import doc, load_toml
+from bmsd.schema import doc, load_toml, must_be_within
 
 Chemistry = Literal["LFP", "NMC"]
 FloatArray = NDArray[np.float64]
@@ -135,11 +135,9 @@ class CellInfo:
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         for key in ("model_error_v", "ocv_error_v"):
-            if not 0.0 <= getattr(self, key) <= 0.5:
-                problems.append((key, "must be between 0 and 0.5 V (is it in mV?)"))
+            problems += must_be_within(self, key, 0.0, 0.5, "V", note=" (is it in mV?)")
         low_ah, high_ah = CAPACITY_RANGE_AH
-        if not low_ah <= self.capacity_ah <= high_ah:
-            problems.append(("capacity_ah", f"must be between {low_ah:g} and {high_ah:g} Ah"))
+        problems += must_be_within(self, "capacity_ah", low_ah, high_ah, "Ah")
         for key in ("min_voltage_v", "nominal_voltage_v", "max_voltage_v"):
             value = getattr(self, key)
             if not _MIN_PLAUSIBLE_V <= value <= _MAX_PLAUSIBLE_V:
@@ -252,8 +250,7 @@ class ThermalParams:
             ("heat_capacity_j_per_k", HEAT_CAPACITY_RANGE_J_PER_K, "J/K"),
             ("thermal_resistance_k_per_w", THERMAL_RESISTANCE_RANGE_K_PER_W, "K/W"),
         ):
-            if not low <= getattr(self, key) <= high:
-                problems.append((key, f"must be between {low:g} and {high:g} {unit}"))
+            problems += must_be_within(self, key, low, high, unit)
         return problems
 
 

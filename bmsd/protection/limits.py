@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from bmsd.model.limits import Contributor, Limits
 from bmsd.model.snapshot import PackSnapshot
-from bmsd.schema import doc, must_be_positive, must_not_be_negative
+from bmsd.schema import doc, must_be_positive, must_be_within, must_not_be_negative
 
 Curve = tuple[tuple[float, float], ...]
 """(x, fraction of the configured maximum) points, x strictly increasing."""
@@ -220,8 +220,7 @@ class LimitsConfig:
             "cvl_ramp_cell_v_per_s",
         )
         for key in ("cell_charge_voltage_v", "cell_discharge_voltage_v", "cvl_floor_cell_v"):
-            if not 1.0 <= getattr(self, key) <= 5.0:
-                problems.append((key, "must be between 1 and 5 V (a cell voltage)"))
+            problems += must_be_within(self, key, 1.0, 5.0, "V", note=" (a cell voltage)")
         if not self.cell_discharge_voltage_v < self.cvl_floor_cell_v < self.cell_charge_voltage_v:
             problems.append(
                 (
@@ -231,8 +230,7 @@ class LimitsConfig:
                     f"{self.cell_charge_voltage_v} does not hold)",
                 )
             )
-        if not 0.0 <= self.warning_derate_factor <= 1.0:
-            problems.append(("warning_derate_factor", "must be between 0 and 1"))
+        problems += must_be_within(self, "warning_derate_factor", 0.0, 1.0)
         problems += must_not_be_negative(
             self,
             "cvl_release_s",

@@ -16,7 +16,7 @@ from typing import Literal
 
 from bmsd.model.faults import FaultLevel
 from bmsd.protection.quantities import QUANTITY_BY_NAME, THRESHOLD_RANGES
-from bmsd.schema import doc
+from bmsd.schema import doc, must_be_within
 
 Blocks = Literal["charge", "discharge", "both", "none"]
 
@@ -57,11 +57,9 @@ class LevelSpec:
         problems: list[tuple[str, str]] = []
         if self.hysteresis < 0:
             problems.append(("hysteresis", "must not be negative"))
-        if not 1 <= self.debounce_samples <= 10_000:
-            problems.append(("debounce_samples", "must be between 1 and 10000"))
+        problems += must_be_within(self, "debounce_samples", 1, 10_000)
         for key in ("set_delay_s", "clear_delay_s"):
-            if not 0.0 <= getattr(self, key) <= MAX_DELAY_S:
-                problems.append((key, f"must be between 0 and {MAX_DELAY_S:g} s"))
+            problems += must_be_within(self, key, 0.0, MAX_DELAY_S, "s")
         return problems
 
 

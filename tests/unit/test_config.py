@@ -36,7 +36,15 @@ from bmsd.config import (
 )
 from bmsd.errors import ConfigError, ConfigIssue
 from bmsd.protection.table import FaultSpec, LevelSpec
-from bmsd.schema import doc, doc_factory, parse, parse_override, read_toml, set_dotted
+from bmsd.schema import (
+    doc,
+    doc_factory,
+    must_be_within,
+    parse,
+    parse_override,
+    read_toml,
+    set_dotted,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ETC = ROOT / "etc"
@@ -1672,3 +1680,25 @@ def test_chemistry_must_match_the_cell_file(tmp_path: Path) -> None:
         path,
         [("pack.chemistry", "is NMC but the cell file lfp_280ah.toml is LFP")],
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "low", "high", "unit", "problem"),
+    [
+        (5.0, 0.0, 5.0, "V", None),  # the bounds are allowed
+        (0.0, 0.0, 5.0, "V", None),
+        (5.000001, 0.0, 5.0, "V", "must be between 0 and 5 V"),
+        (9_000_000, 10_000, 8_000_000, "", "must be between 10000 and 8000000"),
+        (0.01, 0.0001, 0.005, "s", "must be between 0.0001 and 0.005 s"),
+        (float("nan"), 0.0, 1.0, "", "must be between 0 and 1"),
+    ],
+)
+def test_must_be_within_names_the_bounds_as_written(
+    value: float, low: float, high: float, unit: str, problem: str | None
+) -> None:
+    @dataclasses.dataclass
+    class Holder:
+        level: float
+
+    found = must_be_within(Holder(value), "level", low, high, unit)
+    assert found == ([] if problem is None else [("level", problem)])

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-from bmsd.schema import doc, doc_factory, must_be_positive
+from bmsd.schema import doc, doc_factory, must_be_positive, must_be_within
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,22 +139,17 @@ class ModbusConfig:
 
     def check(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
-        if not 0 <= self.port <= 65535:
-            problems.append(("port", "must be between 0 and 65535"))
-        if not 1 <= self.unit_id <= 247:
-            problems.append(("unit_id", "must be between 1 and 247"))
-        if not 1 <= self.max_connections <= 1000:
-            problems.append(("max_connections", "must be between 1 and 1000"))
-        if not 0 <= self.max_connections_per_address <= 1000:
-            problems.append(("max_connections_per_address", "must be between 0 and 1000"))
+        problems += must_be_within(self, "port", 0, 65535)
+        problems += must_be_within(self, "unit_id", 1, 247)
+        problems += must_be_within(self, "max_connections", 1, 1000)
+        problems += must_be_within(self, "max_connections_per_address", 0, 1000)
         if self.idle_timeout_s < 0:
             problems.append(("idle_timeout_s", "must not be negative"))
         problems += must_be_positive(self, "max_state_age_s")
         if self.max_state_age_s > 3600:  # longer serves numbers of a dead loop as current
             problems.append(("max_state_age_s", "must be at most 3600 s"))
         problems += must_be_positive(self, "frame_timeout_s")
-        if not 0.01 <= self.max_cpu_share <= 1.0:
-            problems.append(("max_cpu_share", "must be between 0.01 and 1"))
+        problems += must_be_within(self, "max_cpu_share", 0.01, 1.0)
         try:
             ipaddress.ip_address(self.host)
         except ValueError:
