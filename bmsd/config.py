@@ -184,6 +184,8 @@ class BusConfig:
             problems.append(("reopen_delay_s", "must be positive"))
         if self.reopen_max_delay_s < self.reopen_delay_s:
             problems.append(("reopen_max_delay_s", "must not be below reopen_delay_s"))
+        if self.reopen_max_delay_s > 3600:  # beyond it, a bus that came back is never reopened
+            problems.append(("reopen_max_delay_s", "must be at most 3600 s"))
         problems += must_be_within(self, "rate_window_s", 0.5, 3600)
         problems += must_be_within(self, "bitrate", 10_000, 8_000_000)
         if self.record and Path(self.record).suffix.lower() not in RECORD_SUFFIXES:

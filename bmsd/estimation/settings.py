@@ -339,7 +339,32 @@ class EstimationConfig:
         ce = self.coulombic_efficiency
         if ce is not None and not 0.5 < ce <= 1.0:
             problems.append(("coulombic_efficiency", "must be in (0.5, 1]"))
+        # Durations beyond these are unit slips (hours typed as seconds, a stray exponent) that
+        # would quietly switch a correction off: a rest never long enough, a state never saved.
+        for key, most_s in (*((key, DAY_S) for key in DAY_BOUNDED), *TIME_BOUNDS):
+            if getattr(self, key) > most_s:
+                problems.append((key, f"must be at most {most_s:.0f} s"))
         return problems
+
+
+DAY_S = 86_400.0
+DAY_BOUNDED = (
+    "model_error_time_s",
+    "model_error_slow_time_s",
+    "parameter_refresh_s",
+    "rest_time_s",
+    "full_hold_s",
+    "empty_hold_s",
+    "rest_offset_start_s",
+    "rest_offset_min_window_s",
+    "rest_offset_max_window_s",
+    "capacity_min_rest_s",
+    "resistance_max_step_s",
+)
+TIME_BOUNDS = (
+    ("state_save_interval_s", 3600.0),  # a crash loses at most this much of the SOC's history
+    ("max_state_age_s", 365 * DAY_S),
+)
 
 
 __all__ = ["EstimationConfig"]

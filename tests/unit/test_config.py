@@ -635,6 +635,26 @@ RULES = [
         ("modbus.max_connections_per_address", "must be between 0 and 1000"),
     ),
     case(
+        "bus-reopen-max-huge",
+        {"can.slaves.reopen_max_delay_s": 1e300},
+        ("can.slaves.reopen_max_delay_s", "must be at most 3600 s"),
+    ),
+    case(
+        "estimation-save-interval-huge",  # a crash would lose every SOC update since start
+        {"estimation.state_save_interval_s": 3601.0},
+        ("estimation.state_save_interval_s", "must be at most 3600 s"),
+    ),
+    case(
+        "estimation-rest-time-huge",  # a rest never long enough: no OCV correction, ever
+        {"estimation.rest_time_s": 1e300},
+        ("estimation.rest_time_s", "must be at most 86400 s"),
+    ),
+    case(
+        "estimation-state-age-huge",
+        {"estimation.max_state_age_s": 366 * 86400.0},
+        ("estimation.max_state_age_s", "must be at most 31536000 s"),
+    ),
+    case(
         "modbus-state-age-huge",
         {"modbus.max_state_age_s": 1e300},
         ("modbus.max_state_age_s", "must be at most 3600 s"),
