@@ -28,6 +28,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from bmsd import cli
 from bmsd.config import Config
+from bmsd.schema import type_name as schema_type_name
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "configuration.md"
@@ -146,45 +147,9 @@ def walk_tables(cls: type[Any] = Config, parent: Table | None = None) -> list[Ta
     return tables
 
 
-def _plural(name: str) -> str:
-    """The plural of a type's name: its first noun takes the "s" ("arrays of 2 numbers")."""
-    for one in ("an array", "a table"):
-        if name.startswith(one):
-            return one.split(" ")[1] + "s" + name.removeprefix(one)
-    return name.removeprefix("a ").removeprefix("an ") + "s"
-
-
 def type_name(tp: Any) -> str:
-    """A reader's name for a field type ("a number", "an array of integers", ...)."""
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if tp is bool:
-        return "a boolean"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is str:
-        return "a string"
-    if origin is Literal:
-        choices = [f"`{json.dumps(a)}`" for a in args]
-        return "one of " + ", ".join(choices)
-    if origin in (typing.Union, types.UnionType):
-        members = [a for a in args if a is not type(None)]
-        if len(members) == 1:
-            return f"{type_name(members[0])}, may be omitted"
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return "an array of " + _plural(type_name(args[0]))
-        names = [type_name(a) for a in args]
-        if len(set(names)) == 1:
-            return f"an array of {len(args)} {_plural(names[0])}"
-        return "an array: " + ", ".join(names)
-    if origin is dict:
-        return "a table of " + _plural(type_name(args[1])) + " by name"
-    if _is_dataclass_type(tp):
-        return "a table"
-    raise TypeError(f"no documentation name for type {tp!r}")
+    """A reader's name for a field type, its choices as TOML code ("one of `"LFP"`, ...")."""
+    return schema_type_name(tp, choice=lambda value: f"`{json.dumps(value)}`")
 
 
 def toml_value(value: Any) -> str:

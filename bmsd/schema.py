@@ -17,6 +17,7 @@ the generated configuration reference.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import stat
 import tomllib
@@ -87,8 +88,21 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix and key else prefix or key
 
 
-def _type_name(tp: Any) -> str:
+def _plural(name: str) -> str:
+    """The plural of a type's name: its first noun takes the "s" ("arrays of 2 numbers")."""
+    for one in ("an array", "a table"):
+        if name.startswith(one):
+            return one.split(" ")[1] + "s" + name.removeprefix(one)
+    return name.removeprefix("a ").removeprefix("an ") + "s"
+
+
+def type_name(tp: Any, choice: Callable[[Any], str] = json.dumps) -> str:
+    """A reader's name for a field type ("a number", "an array of integers", ...).
+
+    ``choice`` writes each choice of a Literal (a TOML string by default).
+    """
     origin = get_origin(tp)
+    args = get_args(tp)
     if tp is bool:
         return "a boolean"
     if tp is int:
@@ -98,12 +112,31 @@ def _type_name(tp: Any) -> str:
     if tp is str:
         return "a string"
     if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+        choices = [choice(a) for a in args]
+        return "one of " + ", ".join(choices)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:
+            return f"{type_name(members[0], choice)}, may be omitted"
     if origin is tuple:
-        return "an array"
-    if origin is dict or dataclasses.is_dataclass(tp):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return "an array of " + _plural(type_name(args[0], choice))
+        names = [type_name(a, choice) for a in args]
+        if len(set(names)) == 1:
+            return f"an array of {len(args)} {_plural(names[0])}"
+        return "an array: " + ", ".join(names)
+    if origin is dict:
+        return "a table of " + _plural(type_name(args[1], choice)) + " by name"
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return "a table"
-    return str(tp)
+    raise TypeError(f"no documentation name for type {tp!r}")
+
+
+def _name_or_value(tp: Any) -> str:
+    try:
+        return type_name(tp)
+    except TypeError:  # a type the reader's names do not cover: the message must still come
+        return "a value"
 
 
 def _describe(value: Any) -> str:
@@ -230,7 +263,7 @@ class _Parser:
             ):
                 continue
             else:
-                parsed = self.error(key, f"missing required value ({_type_name(hints[name])})")
+                parsed = self.error(key, f"missing required value ({_name_or_value(hints[name])})")
             if parsed is _MISSING:
                 failed = True
             else:

@@ -416,7 +416,7 @@ CASES = [
     case(
         "missing-literal",
         {"pack.chemistry": DELETE},
-        ("pack.chemistry", "missing required value (one of 'LFP', 'NMC')"),
+        ("pack.chemistry", 'missing required value (one of "LFP", "NMC")'),
     ),
     case(
         "missing-string",
@@ -431,7 +431,7 @@ CASES = [
     case(
         "missing-array",
         {"pack.module_node_ids": DELETE},
-        ("pack.module_node_ids", "missing required value (an array)"),
+        ("pack.module_node_ids", "missing required value (an array of integers)"),
     ),
     case(
         "missing-number",
@@ -448,7 +448,11 @@ CASES = [
         {"protection": DELETE},
         ("protection", "missing required value (a table)"),
     ),
-    case("missing-dict", {"can": DELETE}, ("can", "missing required value (a table)")),
+    case(
+        "missing-dict",
+        {"can": DELETE},
+        ("can", "missing required value (a table of tables by name)"),
+    ),
     case(
         "missing-in-bus",
         {"can.slaves.channel": DELETE},
