@@ -8,6 +8,7 @@ Supporting another vendor's slaves is a new DBC plus a new protocol file, not ne
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,18 @@ SCALE_RANGE = (1e-6, 1e6)
 OFFSET_MAX = 1e6
 # 256 node ids x 65536 reaches past 29 bits already; larger strides are typos.
 MAX_NODE_ID_STRIDE = 65536
+
+# DBC units bmsd recognises, by what they measure: unit (lower case) -> the scale (in size;
+# a negative one flips a sensor's sign) that turns it into bmsd's unit. A signal in a unit of
+# another quantity (the pack current mapped to a voltage signal), or a scale that disagrees
+# with its unit (mV read as V: cells at 3,300 V), is refused at load. A unit not listed, or
+# none, cannot be judged and is taken as it is.
+UNIT_SCALES: dict[str, dict[str, float]] = {
+    "voltage": {"v": 1.0, "volt": 1.0, "volts": 1.0, "mv": 1e-3, "kv": 1e3, "uv": 1e-6, "µv": 1e-6},
+    "current": {"a": 1.0, "amp": 1.0, "amps": 1.0, "ampere": 1.0, "ma": 1e-3, "ka": 1e3},
+    "temperature": {"degc": 1.0, "°c": 1.0, "deg c": 1.0, "celsius": 1.0},
+}
+SI_UNITS = {"voltage": "V", "current": "A", "temperature": "°C"}
 
 
 def _check_scale_offset(scale: float, offset: float) -> list[tuple[str, str]]:
@@ -191,7 +204,69 @@ def load_protocol(path: Path) -> Protocol:
     issues.extend(_check_names(mapping, database, source))
     if issues:
         raise ConfigError(issues)
+    issues.extend(_check_units(mapping, database, source))
+    if issues:
+        raise ConfigError(issues)
     return Protocol(path=path, mapping=mapping, database=database)
+
+
+def unit_problem(unit: str, quantity: str, scale: float) -> str | None:
+    """Why a signal in DBC unit ``unit``, times ``scale``, cannot be a ``quantity``; or None."""
+    key = unit.strip().lower()
+    for measured, scales in UNIT_SCALES.items():
+        if key not in scales:
+            continue
+        if measured != quantity:
+            return f"is in {unit!r}, a {measured}, not a {quantity}"
+        expected = scales[key]
+        if not math.isclose(abs(scale), expected, rel_tol=1e-6):
+            return (
+                f"is in {unit!r}: scale must be {expected:g} (or {-expected:g}) to give "
+                f"{SI_UNITS[quantity]}, not {scale:g}"
+            )
+    return None
+
+
+def _check_units(
+    mapping: ProtocolFile, database: cantools.database.can.Database, source: str
+) -> list[ConfigIssue]:
+    """Each measured signal's DBC unit against the quantity it feeds and its scale."""
+    modules, sensor, box = mapping.modules, mapping.current_sensor, mapping.switchbox
+    # (key, message, signal, quantity, scale)
+    checks: list[tuple[str, str, str, str, float]] = []
+    for key, grouped, quantity in (
+        ("modules.cell_voltages", modules.cell_voltages, "voltage"),
+        ("modules.temperatures", modules.temperatures, "temperature"),
+    ):
+        checks += [
+            (key, grouped.message, signal, quantity, grouped.scale)
+            for signal in grouped.value_signals
+        ]
+    if modules.status is not None and modules.status.board_temp_signal:
+        status = modules.status
+        checks.append(
+            ("modules.status", status.message, status.board_temp_signal, "temperature", 1.0)
+        )
+    refs: list[tuple[str, SignalRef | None, str]] = [
+        ("current_sensor.current", sensor.current, "current"),
+        ("current_sensor.pack_voltage", sensor.pack_voltage, "voltage"),
+        ("current_sensor.temperature", sensor.temperature, "temperature"),
+        ("switchbox.bus_voltage", box.bus_voltage if box is not None else None, "voltage"),
+    ]
+    checks += [
+        (key, ref.message, ref.signal, quantity, ref.scale)
+        for key, ref, quantity in refs
+        if ref is not None
+    ]
+    issues: list[ConfigIssue] = []
+    said: set[tuple[str, str]] = set()
+    for key, message, signal, quantity, scale in checks:
+        unit = database.get_message_by_name(message).get_signal_by_name(signal).unit or ""
+        problem = unit_problem(unit, quantity, scale)
+        if problem is not None and (key, problem) not in said:  # a group's signals: once
+            said.add((key, problem))
+            issues.append(ConfigIssue(source, key, f"signal {signal!r} of {message!r} {problem}"))
+    return issues
 
 
 def _check_names(

@@ -21,7 +21,7 @@ from bmsd.acquisition.ingest import Ingest
 from bmsd.acquisition.store import ReadingStore
 from bmsd.canbus.bus import BusStats
 from bmsd.canbus.codec import FrameDecoder, FrameEncoder
-from bmsd.canbus.protocol import Protocol, load_protocol
+from bmsd.canbus.protocol import Protocol, load_protocol, unit_problem
 from bmsd.errors import CanCodecError, ConfigError
 from bmsd.model.readings import (
     BalancingFeedback,
@@ -227,6 +227,75 @@ def test_protocol_names_must_exist(
         load_protocol(_variant(tmp_path, edit))
     assert key in _issue_keys(caught.value), str(caught.value)
     assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "reason"),
+    [
+        pytest.param(
+            (
+                'message = "IVT_Msg_Result_I"\nsignal = "IVT_Result_I"\n',
+                'message = "IVT_Msg_Result_U2"\nsignal = "IVT_Result_U2"\n',
+            ),
+            "current_sensor.current",
+            "signal 'IVT_Result_U2' of 'IVT_Msg_Result_U2' is in 'mV', a voltage, not a current",
+            id="current-from-a-voltage-signal",
+        ),
+        pytest.param(
+            ("scale = 0.001                     # mA -> A", "scale = 1.0"),
+            "current_sensor.current",
+            "is in 'mA': scale must be 0.001 (or -0.001) to give A, not 1",
+            id="milliamps-read-as-amps",  # 1000 times the current: every limit wrong
+        ),
+        pytest.param(
+            (
+                "scale = 1.0" + " " * 57 + "# DBC already in V",
+                "scale = 1000.0",
+            ),
+            "modules.cell_voltages",
+            "is in 'V': scale must be 1 (or -1) to give V, not 1000",
+            id="cell-volts-read-as-millivolts",
+        ),
+        pytest.param(
+            (
+                'value_signals = ["Temperature0", "Temperature1", "Temperature2"]',
+                'value_signals = ["Temperature0", "Temperature1", "AliveCounter"]',
+            ),
+            "",
+            "",
+            id="a-signal-without-unit-cannot-be-judged",
+        ),
+    ],
+)
+def test_signal_units_must_fit_what_they_feed(
+    tmp_path: Path, edit: tuple[str, str], key: str, reason: str
+) -> None:
+    path = _variant(tmp_path, edit)
+    if not key:
+        load_protocol(path)
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_protocol(path)
+    assert _issue_keys(caught.value) == [key], str(caught.value)
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("unit", "quantity", "scale", "fits"),
+    [
+        ("V", "voltage", 1.0, True),
+        ("mV", "voltage", 0.001, True),
+        (" MV ", "voltage", 0.001, True),  # DBC units are written every which way
+        ("mA", "current", -0.001, True),  # a shunt mounted the other way round
+        ("degC", "temperature", 1.0, True),
+        ("°C", "temperature", 0.1, False),
+        ("A", "voltage", 1.0, False),
+        ("", "current", 123.0, True),
+        ("furlong", "current", 1.0, True),
+    ],
+)
+def test_unit_problem(unit: str, quantity: str, scale: float, fits: bool) -> None:
+    assert (unit_problem(unit, quantity, scale) is None) == fits
 
 
 def test_missing_dbc_file_names_its_index(tmp_path: Path) -> None:
