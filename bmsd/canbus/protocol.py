@@ -8,7 +8,6 @@ Supporting another vendor's slaves is a new DBC plus a new protocol file, not ne
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import cantools
 import cantools.database
 
+from bmsd.canbus.units import Measured, unit_problem
 from bmsd.errors import ConfigError, ConfigIssue
 from bmsd.schema import doc, load_toml
 
@@ -25,18 +25,6 @@ SCALE_RANGE = (1e-6, 1e6)
 OFFSET_MAX = 1e6
 # 256 node ids x 65536 reaches past 29 bits already; larger strides are typos.
 MAX_NODE_ID_STRIDE = 65536
-
-# DBC units bmsd recognises, by what they measure: unit (lower case) -> the scale (in size;
-# a negative one flips a sensor's sign) that turns it into bmsd's unit. A signal in a unit of
-# another quantity (the pack current mapped to a voltage signal), or a scale that disagrees
-# with its unit (mV read as V: cells at 3,300 V), is refused at load. A unit not listed, or
-# none, cannot be judged and is taken as it is.
-UNIT_SCALES: dict[str, dict[str, float]] = {
-    "voltage": {"v": 1.0, "volt": 1.0, "volts": 1.0, "mv": 1e-3, "kv": 1e3, "uv": 1e-6, "µv": 1e-6},
-    "current": {"a": 1.0, "amp": 1.0, "amps": 1.0, "ampere": 1.0, "ma": 1e-3, "ka": 1e3},
-    "temperature": {"degc": 1.0, "°c": 1.0, "deg c": 1.0, "celsius": 1.0},
-}
-SI_UNITS = {"voltage": "V", "current": "A", "temperature": "°C"}
 
 
 def _check_scale_offset(scale: float, offset: float) -> list[tuple[str, str]]:
@@ -210,34 +198,18 @@ def load_protocol(path: Path) -> Protocol:
     return Protocol(path=path, mapping=mapping, database=database)
 
 
-def unit_problem(unit: str, quantity: str, scale: float) -> str | None:
-    """Why a signal in DBC unit ``unit``, times ``scale``, cannot be a ``quantity``; or None."""
-    key = unit.strip().lower()
-    for measured, scales in UNIT_SCALES.items():
-        if key not in scales:
-            continue
-        if measured != quantity:
-            return f"is in {unit!r}, a {measured}, not a {quantity}"
-        expected = scales[key]
-        if not math.isclose(abs(scale), expected, rel_tol=1e-6):
-            return (
-                f"is in {unit!r}: scale must be {expected:g} (or {-expected:g}) to give "
-                f"{SI_UNITS[quantity]}, not {scale:g}"
-            )
-    return None
-
-
 def _check_units(
     mapping: ProtocolFile, database: cantools.database.can.Database, source: str
 ) -> list[ConfigIssue]:
     """Each measured signal's DBC unit against the quantity it feeds and its scale."""
     modules, sensor, box = mapping.modules, mapping.current_sensor, mapping.switchbox
     # (key, message, signal, quantity, scale)
-    checks: list[tuple[str, str, str, str, float]] = []
-    for key, grouped, quantity in (
+    checks: list[tuple[str, str, str, Measured, float]] = []
+    grouped_maps: tuple[tuple[str, GroupedValues, Measured], ...] = (
         ("modules.cell_voltages", modules.cell_voltages, "voltage"),
         ("modules.temperatures", modules.temperatures, "temperature"),
-    ):
+    )
+    for key, grouped, quantity in grouped_maps:
         checks += [
             (key, grouped.message, signal, quantity, grouped.scale)
             for signal in grouped.value_signals
@@ -247,7 +219,7 @@ def _check_units(
         checks.append(
             ("modules.status", status.message, status.board_temp_signal, "temperature", 1.0)
         )
-    refs: list[tuple[str, SignalRef | None, str]] = [
+    refs: list[tuple[str, SignalRef | None, Measured]] = [
         ("current_sensor.current", sensor.current, "current"),
         ("current_sensor.pack_voltage", sensor.pack_voltage, "voltage"),
         ("current_sensor.temperature", sensor.temperature, "temperature"),

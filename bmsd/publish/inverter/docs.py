@@ -32,7 +32,11 @@ or constant it carries, and the protocol's quirks. One generic sender
 (`bmsd/publish/inverter/`) serves every profile; adding an inverter is a DBC and a profile
 file (start from `etc/inverters/TEMPLATE.toml`), no code. An inverter is configured under
 `[inverters.NAME]` (see docs/configuration.md): profile, bus, and options that override the
-profile where the public sources conflict.
+profile where the public sources conflict. Loading checks a profile against its DBC: every
+frame and signal exists, constants fit their signals, and a battery value in V, A or °C goes
+only into a signal whose DBC unit measures the same, at the scale that unit needs (a current
+limit into a signal in V, or A sent at scale 10 into a signal in A, is refused; see
+`bmsd/canbus/units.py`).
 
 The frame facts, their sources and the conflicts are collected in the project's protocol
 fact sheet (`protocols.md`, sections A-D, G, H); each profile below names the sections and

@@ -9,7 +9,8 @@ the keep-alive frame the inverter sends, and, for request-driven profiles (Pylon
 request answers with which frames. Adding an inverter is a DBC plus a profile file, no code.
 
 Loading checks the profile against its DBC: every frame and signal exists, every value is a
-known battery field, constants are inside the signal's range, and text fits its signals.
+known battery field whose unit the signal's DBC unit agrees with (:mod:`bmsd.canbus.units`),
+constants are inside the signal's range, and text fits its signals.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import cantools
 import cantools.database
 
+from bmsd.canbus.units import quantity_of, unit_problem
 from bmsd.errors import ConfigError, ConfigIssue
 from bmsd.schema import doc, doc_factory, must_be_positive, must_not_be_negative, parse, read_toml
 
@@ -329,6 +331,10 @@ def check_against_dbc(spec: ProfileSpec, database: Any) -> list[tuple[str, str]]
                 problems.append((key, f"is cut by the first {frame.length} bytes sent"))
             if source.field and source.field not in FIELDS:
                 problems.append((key, f"unknown battery field {source.field!r}"))
+            elif source.field and FIELDS[source.field].unit:
+                problem = _unit_problem(FIELDS[source.field].unit, signal, source.scale)
+                if problem is not None:
+                    problems.append((key, f"{problem} (field {source.field!r})"))
             for label, raw_value in (
                 ("raw", source.raw),
                 ("true_raw", source.true_raw),
@@ -382,6 +388,13 @@ def check_against_dbc(spec: ProfileSpec, database: Any) -> list[tuple[str, str]]
                         )
                     )
     return problems
+
+
+def _unit_problem(field_unit: str, signal: Any, scale: float) -> str | None:
+    """A field in ``field_unit`` sent into ``signal`` at ``scale``: does the DBC unit agree?"""
+    found = quantity_of(field_unit)
+    # A field in bmsd's units (V, A, °C) has factor 1; one in %, Ah, K fits no listed unit.
+    return unit_problem(signal.unit or "", found[0] if found else None, scale, sending=True)
 
 
 def signal_range(signal: Any) -> tuple[float, float]:

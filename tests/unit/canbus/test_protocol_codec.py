@@ -21,7 +21,8 @@ from bmsd.acquisition.ingest import Ingest
 from bmsd.acquisition.store import ReadingStore
 from bmsd.canbus.bus import BusStats
 from bmsd.canbus.codec import FrameDecoder, FrameEncoder
-from bmsd.canbus.protocol import Protocol, load_protocol, unit_problem
+from bmsd.canbus.protocol import Protocol, load_protocol
+from bmsd.canbus.units import Measured, quantity_of, unit_problem
 from bmsd.errors import CanCodecError, ConfigError
 from bmsd.model.readings import (
     BalancingFeedback,
@@ -292,10 +293,21 @@ def test_signal_units_must_fit_what_they_feed(
         ("A", "voltage", 1.0, False),
         ("", "current", 123.0, True),
         ("furlong", "current", 1.0, True),
+        ("V", None, 1.0, False),  # a % or Ah value cannot come from a voltage signal
     ],
 )
-def test_unit_problem(unit: str, quantity: str, scale: float, fits: bool) -> None:
+def test_unit_problem(unit: str, quantity: Measured | None, scale: float, fits: bool) -> None:
     assert (unit_problem(unit, quantity, scale) is None) == fits
+
+
+@pytest.mark.parametrize(
+    ("unit", "scale", "fits"),
+    [("mV", 1000.0, True), ("mV", 0.001, False), ("kA", 0.001, True), ("V", -1.0, True)],
+)
+def test_sending_scales_the_other_way(unit: str, scale: float, fits: bool) -> None:
+    quantity = quantity_of(unit)
+    assert quantity is not None
+    assert (unit_problem(unit, quantity[0], scale, sending=True) is None) == fits
 
 
 def test_missing_dbc_file_names_its_index(tmp_path: Path) -> None:

@@ -184,6 +184,26 @@ SOC_FRAME = '[frames.PYLON_LV_SOC.signals]\nSOC = "soc_pct"\nSOH = "soh_pct"\n'
             "frames.PYLON_LV_SOC.signals.SOC.offset",
             "within ±100000",
         ),
+        # a value into a signal of another quantity, or at a scale its unit refuses
+        (
+            '[frames.PYLON_LV_LIMITS.signals]\nChargeVoltageLimit = "charge_current_a"\n'
+            'ChargeCurrentLimit = "charge_voltage_v"\nDischargeCurrentLimit = '
+            '"discharge_current_a"\nDischargeVoltageLimit = "discharge_voltage_v"\n',
+            "frames.PYLON_LV_LIMITS.signals.ChargeVoltageLimit",
+            "is in 'V', a voltage, not a current (field 'charge_current_a')",
+        ),
+        (
+            '[frames.PYLON_LV_MEASUREMENTS.signals]\nVoltage = "soc_pct"\n'
+            'Current = "current_a"\nTemperature = "temp_c"\n',
+            "frames.PYLON_LV_MEASUREMENTS.signals.Voltage",
+            "is in 'V', a voltage, not this value (field 'soc_pct')",
+        ),
+        (
+            '[frames.PYLON_LV_MEASUREMENTS.signals]\nVoltage = "voltage_v"\n'
+            'Current = { field = "current_a", scale = 10.0 }\nTemperature = "temp_c"\n',
+            "frames.PYLON_LV_MEASUREMENTS.signals.Current",
+            "is in 'A': scale must be 1 (or -1) from A, not 10",
+        ),
         (
             '[keepalive]\nmessage = "PYLON_LV_SOC"\ntimeout_s = 1e300\n' + SOC_FRAME,
             "keepalive.timeout_s",
