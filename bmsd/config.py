@@ -144,7 +144,9 @@ class BusConfig:
     bitrate: int = doc("Bit rate", unit="bit/s", default=500_000)
     record: str = doc(
         "Record every frame of this bus to this file (.asc, .blf, .log, .trc, .csv; .trc "
-        "leaves out error, remote and CAN FD frames); empty: off. At each start, and when it "
+        "leaves out error, remote and CAN FD frames, .asc and .log keep an error frame but not "
+        "its class, so only .blf and .csv replay a bus-off); empty: off. At each start, and "
+        "when it "
         "reaches record_max_mb, the file is renamed <name>.<n>.<UTC time><suffix> and a new "
         "one begun; a file without a frame is deleted instead",
         default="",

@@ -2,7 +2,10 @@
 
 The same decoder, store and Controller run as in the daemon; only the clock differs: frame
 receive times are the log's timestamps, and ticks fall every ``tick_s`` of log time. It runs as
-fast as the machine allows and writes one JSON line per pack state and per event.
+fast as the machine allows and writes one JSON line per pack state and per event. The bus's
+health is judged as live: recorded error frames drive the controller state (error-passive,
+bus-off) and the error-frame and unknown-frame rates, so a recorded bus-off replays to the
+same fault (a .blf or .csv recording: .asc and .log keep no error class).
 
 The log's clock is checked, since a corrupt timestamp must not hang the replay or fake time:
 
@@ -34,8 +37,14 @@ import can
 
 from bmsd.acquisition.ingest import Ingest
 from bmsd.acquisition.store import ReadingStore
-from bmsd.canbus.bus import BusStats
+from bmsd.canbus.bus import BusStats, count_error_frame
 from bmsd.canbus.codec import FrameDecoder
+from bmsd.canbus.errorframes import (
+    CAN_ERROR_FRAME_RATE,
+    CAN_UNKNOWN_FRAME_RATE,
+    CounterRate,
+    error_level,
+)
 from bmsd.canbus.protocol import load_protocol
 from bmsd.config import RECORD_SUFFIXES, Config
 from bmsd.control.controller import Controller
@@ -117,10 +126,31 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
     decoder = FrameDecoder(protocol, topology)
     recorded: ContactorCommand | None = None
 
+    # The bus's health as the daemon judges it: the controller state the recorded error
+    # frames report, and the error-frame and unknown-frame rates over the bus's window.
+    window_s = config.can[config.acquisition.bus].rate_window_s
+    error_rate, unknown_rate = CounterRate(window_s), CounterRate(window_s)
+
+    def start(at: float) -> Controller:
+        started = Controller.from_config(config, topology, store, at)
+        started.external.register(
+            CAN_ERROR_FRAME_RATE, lambda now_s: error_rate.update(now_s, stats.error_frames)
+        )
+        started.external.register(
+            CAN_UNKNOWN_FRAME_RATE,
+            lambda now_s: unknown_rate.update(now_s, stats.unknown_frames + stats.decode_errors),
+        )
+        return started
+
     def tick(at: float) -> None:
         nonlocal last_state
         assert controller is not None
-        state, events = controller.step(at, at, recorded_command=recorded)
+        state, events = controller.step(
+            at,
+            at,
+            recorded_command=recorded,
+            bus_error_level=error_level(stats.controller_state),
+        )
         last_state = state
         for fault_event in state.fault_events:
             out.write(json.dumps(fault_event_record(fault_event)) + "\n")
@@ -147,7 +177,7 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
             timestamp = newest
         if next_tick is None:
             next_tick = timestamp + tick_s
-            controller = Controller.from_config(config, topology, store, timestamp)
+            controller = start(timestamp)
         elif newest is not None and timestamp - newest > gap_limit_s:
             # Tick through the comm-loss timeouts, then skip the silence.
             while next_tick <= newest + gap_limit_s:
@@ -168,7 +198,7 @@ def replay_log(config: Config, log_path: Path, out: TextIO, *, every: int = 1) -
             tick(next_tick)
             next_tick += tick_s
         if message.is_error_frame:
-            stats.error_frames += 1
+            count_error_frame(stats, message)
             continue
         if not message.is_rx:
             # Our own frames: the contactor commands tell what the live daemon decided.

@@ -35,6 +35,7 @@ import can
 from bmsd.canbus.errorframes import (
     ControllerState,
     CounterRate,
+    ErrorFrame,
     decode_error_frame,
     error_level,
     next_controller_state,
@@ -74,6 +75,23 @@ class BusStats:
     reopen_tries: int = 0
     reopens: int = 0  # successful reopens after a failure
     record_errors: int = 0  # failed writes of the recording (each stops it for a while)
+
+
+def count_error_frame(
+    stats: BusStats, message: can.Message
+) -> tuple[ControllerState, ControllerState, ErrorFrame]:
+    """Count an error frame by class and follow the controller state it reports.
+
+    Returns the state before and after, and the decoded frame. Shared by the live bus and the
+    replay of a recording, so a recorded bus-off trips the same fault in both.
+    """
+    stats.error_frames += 1
+    frame = decode_error_frame(message.arbitration_id, message.data or b"")
+    for label in frame.class_labels():
+        stats.error_frames_by_class[label] += 1
+    before = stats.controller_state
+    stats.controller_state = next_controller_state(before, frame)
+    return before, stats.controller_state, frame
 
 
 class CanInterface:
@@ -163,15 +181,8 @@ class CanInterface:
         self._receiver.start()
 
     def _on_error_frame(self, message: can.Message) -> None:
-        stats = self.stats
-        stats.error_frames += 1
-        frame = decode_error_frame(message.arbitration_id, message.data or b"")
-        for label in frame.class_labels():
-            stats.error_frames_by_class[label] += 1
-        before = stats.controller_state
-        after = next_controller_state(before, frame)
+        before, after, frame = count_error_frame(self.stats, message)
         if after is not before:
-            stats.controller_state = after
             log.log(
                 logging.WARNING if after > before else logging.INFO,
                 "CAN bus %s controller %s -> %s (error frame 0x%X, flags 0x%02X)",
