@@ -203,21 +203,21 @@ def _check_units(
 ) -> list[ConfigIssue]:
     """Each measured signal's DBC unit against the quantity it feeds and its scale."""
     modules, sensor, box = mapping.modules, mapping.current_sensor, mapping.switchbox
-    # (key, message, signal, quantity, scale)
-    checks: list[tuple[str, str, str, Measured, float]] = []
+    # (key, message, signal, quantity, scale, offset)
+    checks: list[tuple[str, str, str, Measured, float, float]] = []
     grouped_maps: tuple[tuple[str, GroupedValues, Measured], ...] = (
         ("modules.cell_voltages", modules.cell_voltages, "voltage"),
         ("modules.temperatures", modules.temperatures, "temperature"),
     )
     for key, grouped, quantity in grouped_maps:
         checks += [
-            (key, grouped.message, signal, quantity, grouped.scale)
+            (key, grouped.message, signal, quantity, grouped.scale, grouped.offset)
             for signal in grouped.value_signals
         ]
     if modules.status is not None and modules.status.board_temp_signal:
         status = modules.status
         checks.append(
-            ("modules.status", status.message, status.board_temp_signal, "temperature", 1.0)
+            ("modules.status", status.message, status.board_temp_signal, "temperature", 1.0, 0.0)
         )
     refs: list[tuple[str, SignalRef | None, Measured]] = [
         ("current_sensor.current", sensor.current, "current"),
@@ -226,15 +226,15 @@ def _check_units(
         ("switchbox.bus_voltage", box.bus_voltage if box is not None else None, "voltage"),
     ]
     checks += [
-        (key, ref.message, ref.signal, quantity, ref.scale)
+        (key, ref.message, ref.signal, quantity, ref.scale, ref.offset)
         for key, ref, quantity in refs
         if ref is not None
     ]
     issues: list[ConfigIssue] = []
     said: set[tuple[str, str]] = set()
-    for key, message, signal, quantity, scale in checks:
+    for key, message, signal, quantity, scale, offset in checks:
         unit = database.get_message_by_name(message).get_signal_by_name(signal).unit or ""
-        problem = unit_problem(unit, quantity, scale)
+        problem = unit_problem(unit, quantity, scale, offset=offset)
         if problem is not None and (key, problem) not in said:  # a group's signals: once
             said.add((key, problem))
             issues.append(ConfigIssue(source, key, f"signal {signal!r} of {message!r} {problem}"))

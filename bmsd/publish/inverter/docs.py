@@ -35,8 +35,10 @@ file (start from `etc/inverters/TEMPLATE.toml`), no code. An inverter is configu
 profile where the public sources conflict. Loading checks a profile against its DBC: every
 frame and signal exists, constants fit their signals, and a battery value in V, A or °C goes
 only into a signal whose DBC unit measures the same, at the scale that unit needs (a current
-limit into a signal in V, or A sent at scale 10 into a signal in A, is refused; see
-`bmsd/canbus/units.py`).
+limit into a signal in V, or A sent at scale 10 into a signal in A, is refused; °C goes into
+a signal in K only with an offset of 273.15; see `bmsd/canbus/units.py`). A scale set in
+`[inverters.NAME] signal_scales` is the site's deliberate choice (Sol-Ark's 0.1 V) and is
+judged by quantity only.
 
 The frame facts, their sources and the conflicts are collected in the project's protocol
 fact sheet (`protocols.md`, sections A-D, G, H); each profile below names the sections and

@@ -15,6 +15,7 @@ constants are inside the signal's range, and text fits its signals.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -270,16 +271,30 @@ def load_profile(path: Path, overrides: dict[str, Any] | None = None) -> Profile
         raise ConfigError(
             [ConfigIssue(str(path), "dbc", f"cannot load {dbc_path}: {exc}")]
         ) from exc
+    # A scale the site's config sets is a deliberate re-unit (Sol-Ark reads the pack voltage in
+    # 0.1 V from a signal the DBC gives in V): judged by quantity, not against the DBC's unit.
+    site_scales = {
+        (frame, signal)
+        for frame, table in (overrides or {}).get("frames", {}).items()
+        for signal, source in table.get("signals", {}).items()
+        if isinstance(source, dict) and "scale" in source
+    }
     issues = [
-        ConfigIssue(str(path), key, reason) for key, reason in check_against_dbc(spec, database)
+        ConfigIssue(str(path), key, reason)
+        for key, reason in check_against_dbc(spec, database, site_scales)
     ]
     if issues:
         raise ConfigError(issues)
     return Profile(spec, path, database)
 
 
-def check_against_dbc(spec: ProfileSpec, database: Any) -> list[tuple[str, str]]:
-    """(key, reason) for every way the profile disagrees with its DBC."""
+def check_against_dbc(
+    spec: ProfileSpec, database: Any, site_scales: Set[tuple[str, str]] = frozenset()
+) -> list[tuple[str, str]]:
+    """(key, reason) for every way the profile disagrees with its DBC.
+
+    ``site_scales``: (frame, signal) whose scale a site set on purpose; their unit is checked
+    for the quantity only."""
     from bmsd.publish.inverter.values import FIELDS
 
     problems: list[tuple[str, str]] = []
@@ -332,7 +347,13 @@ def check_against_dbc(spec: ProfileSpec, database: Any) -> list[tuple[str, str]]
             if source.field and source.field not in FIELDS:
                 problems.append((key, f"unknown battery field {source.field!r}"))
             elif source.field and FIELDS[source.field].unit:
-                problem = _unit_problem(FIELDS[source.field].unit, signal, source.scale)
+                deliberate = (name, signal_name) in site_scales
+                problem = _unit_problem(
+                    FIELDS[source.field].unit,
+                    signal,
+                    None if deliberate else source.scale,
+                    source.offset,
+                )
                 if problem is not None:
                     problems.append((key, f"{problem} (field {source.field!r})"))
             for label, raw_value in (
@@ -390,11 +411,13 @@ def check_against_dbc(spec: ProfileSpec, database: Any) -> list[tuple[str, str]]
     return problems
 
 
-def _unit_problem(field_unit: str, signal: Any, scale: float) -> str | None:
-    """A field in ``field_unit`` sent into ``signal`` at ``scale``: does the DBC unit agree?"""
+def _unit_problem(field_unit: str, signal: Any, scale: float | None, offset: float) -> str | None:
+    """A field in ``field_unit`` sent into ``signal`` at ``scale`` (None: any): does the DBC
+    unit agree?"""
     found = quantity_of(field_unit)
-    # A field in bmsd's units (V, A, °C) has factor 1; one in %, Ah, K fits no listed unit.
-    return unit_problem(signal.unit or "", found[0] if found else None, scale, sending=True)
+    # A field in bmsd's units (V, A, °C, K) has factor 1; one in % or Ah fits no listed unit.
+    quantity = found[0] if found else None
+    return unit_problem(signal.unit or "", quantity, scale, sending=True, offset=offset)
 
 
 def signal_range(signal: Any) -> tuple[float, float]:

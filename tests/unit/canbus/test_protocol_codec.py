@@ -757,3 +757,13 @@ def test_unconfigured_node_frames_are_noticed_counted_and_length_checked(
     frame_id, data = frame(protocol, "SLAVE_STATUS", {}, node_id=7)
     ingest.on_frame(_message(frame_id, data), 2.2)
     assert stats.unexpected_module_frames == 3
+
+
+@pytest.mark.parametrize(
+    ("scale", "offset", "fits"),
+    [(1.0, -273.15, True), (1.0, 0.0, False), (0.1, -273.15, False)],
+)
+def test_a_kelvin_sensor_reads_as_celsius_only_through_the_offset(
+    scale: float, offset: float, fits: bool
+) -> None:
+    assert (unit_problem("K", "temperature", scale, offset=offset) is None) == fits

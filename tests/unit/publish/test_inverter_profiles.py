@@ -305,3 +305,52 @@ def test_config_overrides_swap_the_pylon_hv_current_limits(
     frame = ProfileEncoder(profile).encode("PYLON_HV_LIMITS", values)
     assert int.from_bytes(frame.data[4:6], "little") == 30000 + 400  # DCL where CCL was
     assert int.from_bytes(frame.data[6:8], "little") == 30000 - 125  # CCL where DCL was
+
+
+def test_a_sites_signal_scale_is_a_deliberate_re_unit() -> None:
+    """Sol-Ark reads Pylon LV's pack voltage in 0.1 V (docs/can-profiles.md): the config's
+    scale is taken, while the same scale written into a profile file is a unit slip."""
+    from bmsd.config import InverterConfig
+
+    path = ROOT / "etc" / "inverters" / "pylontech_lv.toml"
+    sol_ark = InverterConfig(
+        profile=str(path), bus="inverter", signal_scales={"PYLON_LV_MEASUREMENTS.Voltage": 0.1}
+    )
+    profile = load_profile(path, sol_ark.profile_overrides())
+    voltage = profile.spec.frames["PYLON_LV_MEASUREMENTS"].signals["Voltage"]
+    assert voltage.scale == 0.1
+    # A site may re-unit a value, never send it as another quantity.
+    wrong = InverterConfig(
+        profile=str(path),
+        bus="inverter",
+        signal_scales={"PYLON_LV_MEASUREMENTS.Voltage": 0.1},
+        signal_fields={"PYLON_LV_MEASUREMENTS.Voltage": "current_a"},
+    )
+    with pytest.raises(ConfigError, match="a voltage, not a current"):
+        load_profile(path, wrong.profile_overrides())
+
+
+@pytest.mark.parametrize(
+    ("field", "offset", "fits"),
+    [
+        ("cell_temp_min_k", 0.0, True),  # as Victron's profile sends it
+        ("cell_temp_min_c", 0.0, False),  # 273 K too cold on the wire
+        ("cell_temp_min_c", 273.15, True),  # °C converted by the profile's offset
+    ],
+)
+def test_celsius_and_kelvin_meet_only_through_the_offset(
+    field: str, offset: float, fits: bool
+) -> None:
+    path = ROOT / "etc" / "inverters" / "victron.toml"
+    overrides = {
+        "frames": {
+            "VICTRON_CELL_EXTREMES": {
+                "signals": {"MinCellTemp": {"field": field, "offset": offset}}
+            }
+        }
+    }
+    if fits:
+        load_profile(path, overrides)
+    else:
+        with pytest.raises(ConfigError, match=r"scale must be 1 and offset 273\.15"):
+            load_profile(path, overrides)
