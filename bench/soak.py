@@ -787,7 +787,9 @@ class Soak:
         self._last = sample
         if elapsed_s < self.options.warmup:
             return  # the ranges show the load cycling, not the limits at zero during start-up
-        if sample.heap_in_use_bytes is not None:
+        # One point per trim: the figure changes only then, and repeating it between trims
+        # would shrink the slope's standard error without adding any information.
+        if sample.heap_in_use_bytes is not None and sample.heap_trims > result.heap_trims:
             in_use_mib = sample.heap_in_use_bytes / MIB
             if result.heap_in_use_start_mib is None:
                 result.heap_in_use_start_mib = in_use_mib

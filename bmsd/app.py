@@ -475,7 +475,8 @@ class Daemon:
         """Trim the C heap once start-up is done, then every service.heap_trim_interval_s.
 
         The interval is read anew each time, so a reload applies it. A worker thread does the
-        trim: it walks the allocator's free lists, which must not hold up a tick.
+        trim, so the event loop runs meanwhile; it waits only if it allocates from the arena
+        being walked at that moment (see HeapKeeper).
         """
         while not stop.is_set():
             interval_s = self.config.service.heap_trim_interval_s

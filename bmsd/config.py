@@ -493,7 +493,8 @@ class ServiceConfig:
     heap_trim_interval_s: float = doc(
         "Give the C heap's free pages back to the kernel (malloc_trim, in a worker thread) this "
         "often, so resident memory follows live data rather than creeping up as the heap "
-        "fragments; also when bmsd_heap_* metrics are measured; 0: never (glibc only)",
+        "fragments; also when bmsd_heap_* metrics are measured; 1 to 86400, 0: never (glibc "
+        "only)",
         unit="s",
         default=60.0,
     )
@@ -502,7 +503,8 @@ class ServiceConfig:
         problems: list[tuple[str, str]] = []
         if self.status_interval_s < 0:
             problems.append(("status_interval_s", "must not be negative"))
-        problems += must_be_within(self, "heap_trim_interval_s", 0, 86400)
+        if self.heap_trim_interval_s != 0:  # a trim walks every arena: not back to back
+            problems += must_be_within(self, "heap_trim_interval_s", 1, 86400, note=", or 0")
         return problems
 
 

@@ -5,7 +5,10 @@ receive times are the log's timestamps, and ticks fall every ``tick_s`` of log t
 fast as the machine allows and writes one JSON line per pack state and per event. The bus's
 health is judged as live: recorded error frames drive the controller state (error-passive,
 bus-off) and the error-frame and unknown-frame rates, so a recorded bus-off replays to the
-same fault (a .blf or .csv recording: .asc and .log keep no error class).
+same fault (a .blf or .csv recording: .asc and .log keep no error class). A recording holds
+no trace of the live daemon reopening a failed interface, which resets the state it follows:
+a replayed bus-off lasts until an error frame reports the controller restarted or
+error-active again (longer, never shorter, than live).
 
 The log's clock is checked, since a corrupt timestamp must not hang the replay or fake time:
 

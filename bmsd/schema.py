@@ -126,7 +126,10 @@ def type_name(tp: Any, choice: Callable[[Any], str] = json.dumps) -> str:
             return f"an array of {len(args)} {_plural(names[0])}"
         return "an array: " + ", ".join(names)
     if origin is dict:
-        return "a table of " + _plural(type_name(args[1], choice)) + " by name"
+        value = type_name(args[1], choice)
+        if value.startswith("one of "):  # "a table of one of "a", "b"s" reads badly
+            return f"a table by name, each value {value}"
+        return "a table of " + _plural(value) + " by name"
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return "a table"
     raise TypeError(f"no documentation name for type {tp!r}")

@@ -620,12 +620,17 @@ RULES = [
     case(
         "heap-trim-negative",
         {"service.heap_trim_interval_s": -1.0},
-        ("service.heap_trim_interval_s", "must be between 0 and 86400"),
+        ("service.heap_trim_interval_s", "must be between 1 and 86400, or 0"),
+    ),
+    case(
+        "heap-trim-back-to-back",  # a busy core and the arenas' locks taken all the time
+        {"service.heap_trim_interval_s": 1e-6},
+        ("service.heap_trim_interval_s", "must be between 1 and 86400, or 0"),
     ),
     case(
         "heap-trim-beyond-a-day",
         {"service.heap_trim_interval_s": 86_401.0},
-        ("service.heap_trim_interval_s", "must be between 0 and 86400"),
+        ("service.heap_trim_interval_s", "must be between 1 and 86400, or 0"),
     ),
     # ModbusConfig
     case(

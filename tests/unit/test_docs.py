@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import pytest
 
@@ -129,6 +129,7 @@ def test_every_shipped_fault_is_documented() -> None:
         (tuple[int, ...], "an array of integers"),
         (tuple[str, str], "an array of 2 strings"),
         (dict[str, tuple[float, ...]], "a table of arrays of numbers by name"),
+        (dict[str, Literal["a", "b"]], 'a table by name, each value one of `"a"`, `"b"`'),
     ],
 )
 def test_type_names_read_as_english(tp: Any, name: str) -> None:
