@@ -106,7 +106,7 @@ class HeapKeeper:
 
     Both calls lock each arena in turn while they walk it. A tick that must allocate from the
     arena being walked waits for that walk (on the soak's heap a whole trim takes about
-    0.1 ms), hence the interval of at least a second.
+    0.2 ms), hence the interval of at least a second.
     """
 
     def __init__(self, heap: GlibcHeap) -> None:
