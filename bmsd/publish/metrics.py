@@ -619,7 +619,11 @@ METRICS: tuple[MetricSpec, ...] = (
                "Charge bled from each cell since the counters started; Ah x 3600", CELL,
                per_cell=True, when=_BAL, values=_cells(
                    lambda s: None if s.balancing is None else s.balancing.bled_ah, AH_TO_C)),
-    # CAN
+    # CAN. The breakdown by message is read before the totals: frames keep arriving while a
+    # scrape runs, and read in this order its sum never exceeds frames received.
+    MetricSpec("bmsd_can_message_frames_total", "counter", "Frames decoded, by message",
+               ("bus", "message"), source="bus", values=_bus_messages,
+               when="no frame of that message yet"),
     MetricSpec("bmsd_can_frames_received_total", "counter", "Frames received", ("bus",),
                source="bus", values=_bus(lambda b: b.stats.rx_frames)),
     MetricSpec("bmsd_can_frames_dropped_total", "counter",
@@ -656,9 +660,6 @@ METRICS: tuple[MetricSpec, ...] = (
                ("bus",), source="bus", values=_bus(lambda b: float(b.error_level()))),
     MetricSpec("bmsd_can_receiver_up", "gauge", "1 while the bus is open and its receiver runs",
                ("bus",), source="bus", values=_bus(_receiver_up)),
-    MetricSpec("bmsd_can_message_frames_total", "counter", "Frames decoded, by message",
-               ("bus", "message"), source="bus", values=_bus_messages,
-               when="no frame of that message yet"),
     # daemon
     MetricSpec("bmsd_build_info", "gauge", "Versions of bmsd and Python (value 1)",
                ("version", "python"), source="daemon", values=_build_info),
