@@ -47,6 +47,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -82,6 +83,26 @@ def unit_nice() -> int:
     """The scheduling priority the systemd unit gives the daemon (its ``Nice=``), else 0."""
     match = re.search(r"^Nice=(-?\d+)\s*$", UNIT_FILE.read_text(), re.MULTILINE)
     return int(match.group(1)) if match else 0
+
+
+def unit_environment(text: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The variables the systemd unit sets for the daemon (its ``Environment=`` lines).
+
+    As systemd reads them: each line holds space-separated NAME=VALUE assignments, quoted
+    where a value has spaces; lines add up, a later one overrides, an empty one clears.
+    """
+    variables: dict[str, str] = {}
+    for line in (UNIT_FILE.read_text() if text is None else text).splitlines():
+        if not line.startswith("Environment="):
+            continue
+        assignments = shlex.split(line.removeprefix("Environment="))
+        if not assignments:
+            variables.clear()
+        for assignment in assignments:
+            name, equals, value = assignment.partition("=")
+            if equals:
+                variables[name] = value
+    return tuple(variables.items())
 
 
 UNIT = 1
@@ -212,12 +233,16 @@ class MetricsSample:
     heap_in_use_bytes: float | None = None
     heap_free_bytes: float | None = None
     heap_trims: float = 0.0
+    cpu_s: float = 0.0  # the daemon's CPU time since start (user and system)
+    tick_run_buckets: Buckets = field(default_factory=list)  # bmsd_control_tick_duration_seconds
+    tick_run_sum_s: float = 0.0
 
 
 def parse_metrics(text: str) -> MetricsSample:
     """Pick the soak's figures out of one exposition text."""
     values: dict[str, float] = {}
     buckets: Buckets = []
+    run_buckets: Buckets = []
     fault_sets: dict[str, float] = {}
     active: list[str] = []
     mode = "?"
@@ -228,6 +253,8 @@ def parse_metrics(text: str) -> MetricsSample:
             name, labels, value = sample.name, sample.labels, float(sample.value)
             if name == "bmsd_control_tick_lateness_seconds_bucket":
                 buckets.append((float(labels["le"]), value))
+            elif name == "bmsd_control_tick_duration_seconds_bucket":
+                run_buckets.append((float(labels["le"]), value))
             elif name == "bmsd_fault_events_total" and labels.get("event") == "set":
                 fault_sets[f"{labels['fault']}/{labels['level']}"] = value
             elif name == "bmsd_fault_active" and value:
@@ -246,6 +273,7 @@ def parse_metrics(text: str) -> MetricsSample:
             elif not labels:
                 values[name] = value
     buckets.sort()
+    run_buckets.sort()
     return MetricsSample(
         ticks=values.get("bmsd_control_ticks_total", 0.0),
         missed_ticks=values.get("bmsd_control_missed_ticks_total", 0.0),
@@ -265,6 +293,9 @@ def parse_metrics(text: str) -> MetricsSample:
         heap_in_use_bytes=values.get("bmsd_heap_in_use_bytes"),
         heap_free_bytes=values.get("bmsd_heap_free_bytes"),
         heap_trims=values.get("bmsd_heap_trims_total", 0.0),
+        cpu_s=values.get("process_cpu_seconds_total", 0.0),
+        tick_run_buckets=run_buckets,
+        tick_run_sum_s=values.get("bmsd_control_tick_duration_seconds_sum", 0.0),
     )
 
 
@@ -546,6 +577,8 @@ class SoakOptions:
     initial_soc: float = 0.93  # mean cell SOC: the top of the charge tapers in the first hour
     use_prometheus: bool = True
     nice: int = 0  # the daemon's nice value (the unit's by default, see main)
+    # Variables set for the daemon besides the harness's own (the unit's by default, see main)
+    environment: tuple[tuple[str, str], ...] = ()
     overrides: tuple[str, ...] = ()  # more ``--set KEY=VALUE`` for the daemon, applied last
 
     @property
@@ -563,6 +596,7 @@ class SoakResult:
     daemon_alive: bool = False
     daemon_exit_code: int | None = None
     daemon_nice: int = 0  # as run (raising the priority needs root)
+    daemon_environment: list[str] = field(default_factory=list)  # NAME=VALUE set for it
     samples: int = 0
     rss_start_mib: float | None = None
     rss_end_mib: float | None = None
@@ -599,6 +633,11 @@ class SoakResult:
     lateness_p99_s: float | None = None
     lateness_max_s: float | None = None
     lateness_max_after_warmup: bool = False
+    # What the daemon's work costs after the warm-up: its CPU time as a share of one CPU, and
+    # the run time of a control tick (bmsd_control_tick_duration_seconds: mean and p99).
+    cpu_after_warmup_percent: float | None = None
+    tick_run_mean_s: float | None = None
+    tick_run_p99_s: float | None = None
     fault_sets: dict[str, int] = field(default_factory=dict)
     fault_sets_after_warmup: dict[str, int] = field(default_factory=dict)
     faults_active_end: list[str] = field(default_factory=list)
@@ -665,6 +704,7 @@ class Soak:
         self._heap_fit = LinearFit()
         self._late_from_s = options.warmup + (options.duration_s - options.warmup) / 2.0
         self._warm_sample: MetricsSample | None = None
+        self._warm_elapsed_s = self._last_elapsed_s = 0.0
         self._modes: set[str] = set()
 
     # -- the daemon ----------------------------------------------------------------------------
@@ -681,6 +721,9 @@ class Soak:
         # As the unit runs it: with its Nice= (a negative value needs root; else nice 0).
         nice = self.options.nice if self.options.nice >= 0 or os.geteuid() == 0 else 0
         self.result.daemon_nice = nice
+        # And with its Environment= (PYTHONMALLOC among them: the allocator is part of what
+        # the soak measures).
+        self.result.daemon_environment = [f"{k}={v}" for k, v in self.options.environment]
         return subprocess.Popen(
             [
                 *(("nice", "-n", str(nice)) if nice else ()),
@@ -696,6 +739,7 @@ class Soak:
                 *(arg for override in self.options.overrides for arg in ("--set", override)),
             ],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log_file,
+            env={**os.environ, **dict(self.options.environment)},
         )  # fmt: skip
 
     def _addresses(self, daemon: subprocess.Popen[bytes], limit_s: float = 60.0) -> tuple[str, int]:
@@ -782,7 +826,8 @@ class Soak:
             return
         result.samples += 1
         if self._warm_sample is None and elapsed_s >= self.options.warmup:
-            self._warm_sample = sample
+            self._warm_sample, self._warm_elapsed_s = sample, elapsed_s
+        self._last_elapsed_s = elapsed_s
         self._modes.add(sample.mode)
         self._last = sample
         if elapsed_s < self.options.warmup:
@@ -837,6 +882,14 @@ class Soak:
         result.lateness_max_after_warmup = (
             warm is not None and last.lateness_max_s > warm.lateness_max_s
         )
+        if warm is not None and warm is not last:
+            seconds = self._last_elapsed_s - self._warm_elapsed_s
+            result.cpu_after_warmup_percent = 100.0 * (last.cpu_s - warm.cpu_s) / seconds
+            run_buckets = bucket_difference(last.tick_run_buckets, warm.tick_run_buckets)
+            ticks = run_buckets[-1][1] if run_buckets else 0.0  # the +Inf bucket counts all
+            if ticks:
+                result.tick_run_mean_s = (last.tick_run_sum_s - warm.tick_run_sum_s) / ticks
+                result.tick_run_p99_s = histogram_quantile(0.99, run_buckets)
         result.fault_sets = {k: int(v) for k, v in sorted(last.fault_sets.items()) if v}
         before = warm.fault_sets if warm is not None else {}
         result.fault_sets_after_warmup = {
@@ -1038,7 +1091,7 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
     alive = "alive" if r.daemon_alive else "DEAD"
     yield (
         f"  daemon: {alive} at the end, exit code {r.daemon_exit_code} after SIGTERM, "
-        f"nice {r.daemon_nice}"
+        f"nice {r.daemon_nice}, environment {' '.join(r.daemon_environment) or 'as the harness'}"
     )
     yield (
         f"  RSS: start {_f(r.rss_start_mib, '.1f')} MiB, end {_f(r.rss_end_mib, '.1f')} MiB, "
@@ -1082,6 +1135,10 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
         f"  tick lateness after the warm-up: p50 {_ms(r.lateness_p50_s)}, "
         f"p99 {_ms(r.lateness_p99_s)} (interpolated in histogram buckets); "
         f"max {_ms(r.lateness_max_s)} (whole run, set {when} the warm-up)"
+    )
+    yield (
+        f"  cost after the warm-up: daemon CPU {_f(r.cpu_after_warmup_percent, '.1f')} % of one "
+        f"CPU; control tick run time mean {_ms(r.tick_run_mean_s)}, p99 {_ms(r.tick_run_p99_s)}"
     )
     yield f"  fault events (set), whole run: {_counts(r.fault_sets)}"
     yield f"  fault events (set) after the warm-up: {_counts(r.fault_sets_after_warmup)}"
@@ -1180,7 +1237,7 @@ def main(argv: list[str] | None = None) -> int:
     options = SoakOptions(
         duration_s=args.duration, sample_s=args.sample, report_s=args.report, warmup_s=args.warmup,
         scrape_s=args.scrape, cycle_s=args.cycle, use_prometheus=not args.no_prometheus,
-        nice=unit_nice() if args.nice is None else args.nice,
+        nice=unit_nice() if args.nice is None else args.nice, environment=unit_environment(),
         overrides=(STALL_TOLERANT if args.stall_tolerant else ()) + tuple(args.set),
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bmsd-soak-") as temp:

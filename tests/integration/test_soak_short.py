@@ -44,6 +44,7 @@ def test_short_soak_serves_every_client_and_keeps_the_pack_healthy(tmp_path: Pat
         # cycling (the 10-min run in docs/reliability.md shows it). This test is about the
         # publishers under a cycling load: the stall-sensitive fatal thresholds ride through.
         overrides=soak.STALL_TOLERANT,
+        environment=soak.unit_environment(),  # as the systemd unit runs it
     )
     out = io.StringIO()
     result = soak.Soak(options, tmp_path, out).run()
@@ -89,6 +90,11 @@ def test_short_soak_serves_every_client_and_keeps_the_pack_healthy(tmp_path: Pat
     # The daemon's C heap figures, read from its metrics: a leak shows as memory in use
     assert result.heap_trims >= 1 and result.heap_in_use_end_mib is not None, text
     assert 1.0 < result.heap_in_use_end_mib < 500.0, text
+    # What its work cost, from its own CPU time and tick histogram (one CPU is 100 %).
+    assert result.cpu_after_warmup_percent is not None, text
+    assert 0.0 < result.cpu_after_warmup_percent < 200.0, text
+    assert result.tick_run_mean_s is not None and result.tick_run_p99_s is not None, text
+    assert result.tick_run_mean_s > 0.0 and result.tick_run_p99_s > 0.0, text
     # The pause probe ran beside the daemon, and every stall was set beside it.
     assert (tmp_path / "pauses.txt").exists() and result.steal_s is not None, text
     assert all({"machine", "probe_overslept_s", "steal_s"} <= set(s) for s in result.stalls)

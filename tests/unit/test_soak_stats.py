@@ -118,6 +118,13 @@ bmsd_control_tick_lateness_seconds_bucket{le="0.001"} 1000.0
 bmsd_control_tick_lateness_seconds_bucket{le="+Inf"} 1200.0
 bmsd_control_tick_lateness_seconds_count 1200.0
 bmsd_control_tick_lateness_seconds_sum 1.5
+# TYPE bmsd_control_tick_duration_seconds histogram
+bmsd_control_tick_duration_seconds_bucket{le="0.005"} 1100.0
+bmsd_control_tick_duration_seconds_bucket{le="+Inf"} 1200.0
+bmsd_control_tick_duration_seconds_count 1200.0
+bmsd_control_tick_duration_seconds_sum 4.2
+# TYPE process_cpu_seconds counter
+process_cpu_seconds_total 37.5
 # TYPE bmsd_control_tick_lateness_max_seconds gauge
 bmsd_control_tick_lateness_max_seconds 0.35
 # TYPE bmsd_fault_events_total counter
@@ -155,6 +162,30 @@ def test_a_scrape_gives_the_soak_figures() -> None:
     assert (sample.modbus_requests, sample.modbus_errors) == (42.0, 1.0)
     assert sample.modbus_errors_by == {"read_input_registers/illegal_data_address": 1.0}
     assert (sample.inverter_frames, sample.inverter_requests) == (15.0, 0.0)
+    assert (sample.cpu_s, sample.tick_run_sum_s) == (37.5, 4.2)
+    assert sample.tick_run_buckets == [(0.005, 1100.0), (math.inf, 1200.0)]
+
+
+UNIT_TEXT = """\
+[Service]
+Environment=PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+Environment="GREETING=a b" PYTHONUNBUFFERED=0
+Nice=-5
+"""
+
+
+def test_the_soak_runs_the_daemon_with_the_units_environment() -> None:
+    # As systemd reads Environment=: assignments add up, a later one wins, quotes keep spaces.
+    assert dict(soak.unit_environment(UNIT_TEXT)) == {
+        "PYTHONUNBUFFERED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "GREETING": "a b",
+    }
+    # An empty Environment= clears what came before.
+    assert soak.unit_environment(UNIT_TEXT + "Environment=\nEnvironment=X=1\n") == (("X", "1"),)
+    # The shipped unit's own lines are read (the soak measures the daemon as it is deployed).
+    shipped = dict(soak.unit_environment())
+    assert shipped["PYTHONUNBUFFERED"] == "1"
 
 
 def test_the_soak_docs_name_every_option_and_no_other() -> None:
