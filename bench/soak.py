@@ -77,6 +77,9 @@ import pauses  # noqa: E402
 
 SIM = ROOT / "etc" / "sim.toml"
 UNIT_FILE = ROOT / "systemd" / "bmsd.service"
+# Variables of the harness's environment that change what the soak measures when the daemon
+# inherits them (the report names them).
+INTERPRETER_VARIABLES = ("PYTHON", "MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD")
 
 
 def unit_nice() -> int:
@@ -95,12 +98,15 @@ def unit_environment(text: str | None = None) -> tuple[tuple[str, str], ...]:
     for line in (UNIT_FILE.read_text() if text is None else text).splitlines():
         if not line.startswith("Environment="):
             continue
-        assignments = shlex.split(line.removeprefix("Environment="))
+        try:
+            assignments = shlex.split(line.removeprefix("Environment="))
+        except ValueError:  # an unbalanced quote: systemd ignores the line too
+            continue
         if not assignments:
             variables.clear()
         for assignment in assignments:
             name, equals, value = assignment.partition("=")
-            if equals:
+            if equals and name.isidentifier():  # as systemd, skip what is no variable name
                 variables[name] = value
     return tuple(variables.items())
 
@@ -233,7 +239,7 @@ class MetricsSample:
     heap_in_use_bytes: float | None = None
     heap_free_bytes: float | None = None
     heap_trims: float = 0.0
-    cpu_s: float = 0.0  # the daemon's CPU time since start (user and system)
+    cpu_s: float | None = None  # the daemon's CPU time since start (user and system)
     tick_run_buckets: Buckets = field(default_factory=list)  # bmsd_control_tick_duration_seconds
     tick_run_sum_s: float = 0.0
 
@@ -293,7 +299,7 @@ def parse_metrics(text: str) -> MetricsSample:
         heap_in_use_bytes=values.get("bmsd_heap_in_use_bytes"),
         heap_free_bytes=values.get("bmsd_heap_free_bytes"),
         heap_trims=values.get("bmsd_heap_trims_total", 0.0),
-        cpu_s=values.get("process_cpu_seconds_total", 0.0),
+        cpu_s=values.get("process_cpu_seconds_total"),
         tick_run_buckets=run_buckets,
         tick_run_sum_s=values.get("bmsd_control_tick_duration_seconds_sum", 0.0),
     )
@@ -597,6 +603,7 @@ class SoakResult:
     daemon_exit_code: int | None = None
     daemon_nice: int = 0  # as run (raising the priority needs root)
     daemon_environment: list[str] = field(default_factory=list)  # NAME=VALUE set for it
+    daemon_inherited: list[str] = field(default_factory=list)  # from the harness, that matter
     samples: int = 0
     rss_start_mib: float | None = None
     rss_end_mib: float | None = None
@@ -724,6 +731,13 @@ class Soak:
         # And with its Environment= (PYTHONMALLOC among them: the allocator is part of what
         # the soak measures).
         self.result.daemon_environment = [f"{k}={v}" for k, v in self.options.environment]
+        # The daemon also inherits the harness's environment (systemd would start it from a
+        # clean one): name what it inherits that changes the interpreter or the allocator.
+        self.result.daemon_inherited = sorted(
+            f"{k}={v}"
+            for k, v in os.environ.items()
+            if k.startswith(INTERPRETER_VARIABLES) and k not in dict(self.options.environment)
+        )
         return subprocess.Popen(
             [
                 *(("nice", "-n", str(nice)) if nice else ()),
@@ -884,7 +898,8 @@ class Soak:
         )
         if warm is not None and warm is not last:
             seconds = self._last_elapsed_s - self._warm_elapsed_s
-            result.cpu_after_warmup_percent = 100.0 * (last.cpu_s - warm.cpu_s) / seconds
+            if last.cpu_s is not None and warm.cpu_s is not None:
+                result.cpu_after_warmup_percent = 100.0 * (last.cpu_s - warm.cpu_s) / seconds
             run_buckets = bucket_difference(last.tick_run_buckets, warm.tick_run_buckets)
             ticks = run_buckets[-1][1] if run_buckets else 0.0  # the +Inf bucket counts all
             if ticks:
@@ -1092,6 +1107,7 @@ def report(result: SoakResult, options: SoakOptions) -> Iterator[str]:
     yield (
         f"  daemon: {alive} at the end, exit code {r.daemon_exit_code} after SIGTERM, "
         f"nice {r.daemon_nice}, environment {' '.join(r.daemon_environment) or 'as the harness'}"
+        + (f"; inherited {' '.join(r.daemon_inherited)}" if r.daemon_inherited else "")
     )
     yield (
         f"  RSS: start {_f(r.rss_start_mib, '.1f')} MiB, end {_f(r.rss_end_mib, '.1f')} MiB, "

@@ -5,9 +5,10 @@ allocate, come from the C library's ``malloc``. glibc keeps freed memory for reu
 chunk inside its heap stays resident until something reuses it, and every thread that
 allocates gets an arena of its own, with its own free chunks. ``malloc_trim(0)`` hands every
 whole free page of every arena back to the kernel (inside the heap too, not only at its top,
-since glibc 2.8). On the soak's load one trim gave back about 1 MiB; CPython's own object
-arenas, which it cannot touch, hold the rest of the slow growth measured in
-docs/reliability.md, section 5 ("The heap trim").
+since glibc 2.8). On the soak's load one trim gave back about 1 MiB. CPython's own object
+arenas are out of its reach, so the systemd unit sets ``PYTHONMALLOC=malloc``: Python's
+objects then come from ``malloc`` too, and the trim reaches them (docs/reliability.md,
+section 5, "The heap trim").
 
 :class:`HeapKeeper` does that at ``service.heap_trim_interval_s`` and keeps the allocator's
 own figures (``mallinfo2``, measured just before each trim) for the metrics: memory in use

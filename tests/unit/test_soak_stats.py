@@ -3,9 +3,11 @@ load cycle and the parsing of a scrape (bench/soak.py; the run itself: tests/int
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,6 +188,28 @@ def test_the_soak_runs_the_daemon_with_the_units_environment() -> None:
     # The shipped unit's own lines are read (the soak measures the daemon as it is deployed).
     shipped = dict(soak.unit_environment())
     assert shipped["PYTHONUNBUFFERED"] == "1"
+    assert shipped["PYTHONMALLOC"] == "malloc"  # Python's objects where the heap trim reaches
+    # What systemd would not take is skipped, not passed on: an unbalanced quote, no name.
+    assert soak.unit_environment('Environment="A=1\nEnvironment==x 2B=y C=3\n') == (("C", "3"),)
+
+
+def test_cost_figures_are_taken_between_the_warm_up_and_the_last_sample(tmp_path: Path) -> None:
+    base = soak.parse_metrics(SCRAPE)
+    later = dataclasses.replace(
+        base,
+        cpu_s=base.cpu_s + 60.0,  # type: ignore[operator]
+        tick_run_sum_s=base.tick_run_sum_s + 2.0,
+        tick_run_buckets=[(0.005, 1100.0 + 990.0), (math.inf, 1200.0 + 1000.0)],
+    )
+    run = soak.Soak(soak.SoakOptions(duration_s=600.0), tmp_path)
+    run._warm_sample, run._warm_elapsed_s = base, 300.0
+    run._last, run._last_elapsed_s = later, 500.0
+    run._figures()
+    result = run.result
+    assert result.cpu_after_warmup_percent == pytest.approx(30.0)  # 60 s of CPU in 200 s
+    assert result.tick_run_mean_s == pytest.approx(0.002)  # 2 s over 1000 ticks
+    # 990 of the 1000 ticks ran within 5 ms: the 99th percentile is that bucket's bound.
+    assert result.tick_run_p99_s == pytest.approx(0.005)
 
 
 def test_the_soak_docs_name_every_option_and_no_other() -> None:
