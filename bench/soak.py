@@ -82,10 +82,17 @@ UNIT_FILE = ROOT / "systemd" / "bmsd.service"
 INTERPRETER_VARIABLES = ("PYTHON", "MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD")
 
 
+def unit_values(directive: str, text: str | None = None) -> list[str]:
+    """The values of one directive's lines in the systemd unit (``Nice=``, ...), in order."""
+    prefix = f"{directive}="
+    lines = (UNIT_FILE.read_text() if text is None else text).splitlines()
+    return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
+
+
 def unit_nice() -> int:
     """The scheduling priority the systemd unit gives the daemon (its ``Nice=``), else 0."""
-    match = re.search(r"^Nice=(-?\d+)\s*$", UNIT_FILE.read_text(), re.MULTILINE)
-    return int(match.group(1)) if match else 0
+    values = [value for value in unit_values("Nice") if re.fullmatch(r"-?\d+\s*", value)]
+    return int(values[-1]) if values else 0  # as systemd: the last one wins
 
 
 def unit_environment(text: str | None = None) -> tuple[tuple[str, str], ...]:
@@ -95,11 +102,9 @@ def unit_environment(text: str | None = None) -> tuple[tuple[str, str], ...]:
     where a value has spaces; lines add up, a later one overrides, an empty one clears.
     """
     variables: dict[str, str] = {}
-    for line in (UNIT_FILE.read_text() if text is None else text).splitlines():
-        if not line.startswith("Environment="):
-            continue
+    for line in unit_values("Environment", text):
         try:
-            assignments = shlex.split(line.removeprefix("Environment="))
+            assignments = shlex.split(line)
         except ValueError:  # an unbalanced quote: systemd ignores the line too
             continue
         if not assignments:
@@ -730,13 +735,14 @@ class Soak:
         self.result.daemon_nice = nice
         # And with its Environment= (PYTHONMALLOC among them: the allocator is part of what
         # the soak measures).
-        self.result.daemon_environment = [f"{k}={v}" for k, v in self.options.environment]
+        unit_variables = dict(self.options.environment)
+        self.result.daemon_environment = [f"{k}={v}" for k, v in unit_variables.items()]
         # The daemon also inherits the harness's environment (systemd would start it from a
         # clean one): name what it inherits that changes the interpreter or the allocator.
         self.result.daemon_inherited = sorted(
             f"{k}={v}"
             for k, v in os.environ.items()
-            if k.startswith(INTERPRETER_VARIABLES) and k not in dict(self.options.environment)
+            if k.startswith(INTERPRETER_VARIABLES) and k not in unit_variables
         )
         return subprocess.Popen(
             [
@@ -753,7 +759,7 @@ class Soak:
                 *(arg for override in self.options.overrides for arg in ("--set", override)),
             ],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log_file,
-            env={**os.environ, **dict(self.options.environment)},
+            env={**os.environ, **unit_variables},
         )  # fmt: skip
 
     def _addresses(self, daemon: subprocess.Popen[bytes], limit_s: float = 60.0) -> tuple[str, int]:

@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# As the systemd unit runs it: Python's objects in glibc's heap, where the heap trim reaches
+# them, so bmsd_heap_* count them too (docs/operations.md, "Memory").
+export PYTHONMALLOC="${PYTHONMALLOC:-malloc}"
 exec .venv/bin/bmsd run --config etc/sim.toml "$@"
